@@ -1,0 +1,329 @@
+"""One typed settings object for crispops.
+
+Settings come from ``crispops.toml`` in the project directory, overridden by
+``CRISPOPS_*`` environment variables (nested keys joined with ``__``, e.g.
+``CRISPOPS_TRAINING__PROMOTION_MARGIN=0.01``). This module is the only place
+that reads environment variables, and it reads nothing at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_FILE = "crispops.toml"
+ENV_PREFIX = "CRISPOPS_"
+
+TaskType = Literal["binary", "multiclass", "regression"]
+EstimatorName = Literal[
+    "logistic_regression",
+    "ridge",
+    "random_forest",
+    "hist_gradient_boosting",
+]
+
+#: Metrics each task reports, and whether a larger value is better.
+TASK_METRICS: dict[str, dict[str, bool]] = {
+    "binary": {"roc_auc": True, "pr_auc": True, "f1": True, "log_loss": False, "brier": False},
+    "multiclass": {"macro_f1": True, "accuracy": True, "log_loss": False},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+
+#: Which estimators make sense for which task.
+TASK_ESTIMATORS: dict[str, set[str]] = {
+    "binary": {"logistic_regression", "random_forest", "hist_gradient_boosting"},
+    "multiclass": {"logistic_regression", "random_forest", "hist_gradient_boosting"},
+    "regression": {"ridge", "random_forest", "hist_gradient_boosting"},
+}
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the key and where it came from."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(_Section):
+    label_source: Path = Field(
+        description="Parquet or CSV file of label rows: entity, timestamp, label and "
+        "request-time fields. Relative paths are relative to the project directory."
+    )
+    entity: str = Field(min_length=1, description="Entity key column, e.g. customer_id.")
+    timestamp: str = Field(min_length=1, description="Event timestamp column of the label rows.")
+    label: str = Field(min_length=1, description="Label column.")
+    task: TaskType = Field(description="binary, multiclass or regression.")
+    min_rows: int = Field(default=200, ge=10, description="Fewest label rows a run accepts.")
+    max_null_fraction: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Largest null fraction a feature may have."
+    )
+    drift_psi: float = Field(
+        default=0.25,
+        gt=0.0,
+        description="Largest population stability index against the champion's data profile.",
+    )
+
+
+class FeatureStoreSettings(_Section):
+    repo_path: Path = Field(
+        default=Path("feature_repo"), description="Feast repository (feature_store.yaml)."
+    )
+    feature_service: str = Field(min_length=1, description="FeatureService: the model contract.")
+    cluster_config: str = Field(
+        default="feature_store.cluster.yaml",
+        description="The cluster's feature_store.yaml, inside the repo.",
+    )
+    check_sample: int = Field(default=50, ge=1, description="Entities compared by features check.")
+
+
+class Candidate(_Section):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", description="Candidate name.")
+    estimator: EstimatorName
+    search: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Hyperparameter grid: estimator parameter -> candidate values.",
+    )
+
+    @field_validator("search")
+    @classmethod
+    def _non_empty_lists(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"search.{key} lists no values")
+        return v
+
+
+class TrainingSettings(_Section):
+    candidates: list[Candidate] = Field(min_length=1)
+    selection_metric: str = Field(description="Metric that picks the champion.")
+    promotion_margin: float = Field(
+        default=0.005, ge=0.0, description="How much a challenger must beat the champion by."
+    )
+    split: Literal["time", "random"] = "time"
+    test_fraction: float = Field(default=0.25, gt=0.0, lt=0.9)
+    cv_folds: int = Field(default=3, ge=2, le=10)
+    feature_threshold: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Features whose mutual information with the label is at or below this "
+        "are dropped.",
+    )
+    seed: int = 42
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique_names(cls, v: list[Candidate]) -> list[Candidate]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"candidate names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_batch_size: int = Field(default=1000, ge=1)
+    max_latency_ms: int = Field(default=50, ge=1)
+    max_concurrency: int = Field(
+        default=256, ge=1, description="Requests in flight per worker before 503s shed load."
+    )
+    missing_entity: Literal["error", "impute"] = Field(
+        default="error",
+        description="What /predict_entity does for an entity the online store does not know.",
+    )
+    online_store: Literal["local", "cluster"] = Field(
+        default="local", description="local: the repo's feature_store.yaml; cluster: Redis."
+    )
+
+
+class ClusterSettings(_Section):
+    kfp_host: str | None = None
+    kfp_token_env: str = Field(default="KFP_TOKEN", description="Env var holding the KFP token.")
+    namespace: str = Field(default="crispops", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    registry: str = Field(default="ghcr.io/crispops", description="Image registry to push to.")
+    component_image: str = Field(
+        default="ghcr.io/crispops/crispops-components:0.1.0",
+        description="Image every pipeline component runs in (pinned tag, never :latest).",
+    )
+
+    @field_validator("component_image")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        if v.endswith(":latest") or (":" not in v.rsplit("/", 1)[-1] and "@" not in v):
+            raise ValueError(f"{v!r} must pin a tag or digest (never :latest)")
+        return v
+
+
+class Settings(BaseSettings):
+    """Everything crispops needs, for one project directory."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    project_dir: Path
+    state_dir: Path = Field(
+        default=Path(".crispops"),
+        description="Champion pointer, model store and run outputs.",
+    )
+    data: DataSettings
+    feature_store: FeatureStoreSettings
+    training: TrainingSettings
+    serving: ServingSettings = ServingSettings()
+    cluster: ClusterSettings = ClusterSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables override the file; the file arrives as init kwargs.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        task = self.data.task
+        metrics = TASK_METRICS[task]
+        if self.training.selection_metric not in metrics:
+            raise ValueError(
+                f"training.selection_metric {self.training.selection_metric!r} is not a "
+                f"{task} metric; choose one of {', '.join(metrics)}"
+            )
+        allowed = TASK_ESTIMATORS[task]
+        for i, cand in enumerate(self.training.candidates):
+            if cand.estimator not in allowed:
+                raise ValueError(
+                    f"training.candidates[{i}] ({cand.name}): estimator {cand.estimator!r} "
+                    f"does not fit task {task!r}; choose one of {', '.join(sorted(allowed))}"
+                )
+        return self
+
+    # Derived paths -----------------------------------------------------------------
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.project_dir / path)
+
+    @property
+    def label_source_path(self) -> Path:
+        return self.resolve(self.data.label_source)
+
+    @property
+    def repo_path(self) -> Path:
+        return self.resolve(self.feature_store.repo_path)
+
+    @property
+    def state_path(self) -> Path:
+        return self.resolve(self.state_dir)
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.state_path / "bentoml"
+
+    @property
+    def champion_file(self) -> Path:
+        return self.state_path / "champion.json"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return TASK_METRICS[self.data.task][self.training.selection_metric]
+
+    def to_json(self) -> str:
+        """A self-contained JSON form (absolute paths) that pipeline components reload."""
+        data = self.model_dump(mode="json")
+        data["project_dir"] = str(self.project_dir.resolve())
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        return cls.model_validate_json(text)
+
+
+class ServingRuntime(BaseSettings):
+    """What a running model service reads from its environment (set by `crispops serve`
+    or by the Kubernetes Deployment): there is no crispops.toml inside a Bento."""
+
+    model_config = SettingsConfigDict(env_prefix="CRISPOPS_SERVING__", extra="ignore")
+
+    workers: int = Field(default=1, ge=1, le=64)
+    max_batch_size: int = Field(default=1000, ge=1)
+    max_latency_ms: int = Field(default=50, ge=1)
+    max_concurrency: int = Field(default=256, ge=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+    missing_entity: Literal["error", "impute"] = "error"
+    feature_repo: Path | None = None
+    feature_store_yaml: str | None = None
+
+
+def _format_error(err: dict[str, Any], source: Path) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+    env = ENV_PREFIX + "__".join(str(p).upper() for p in err.get("loc", ()))
+    msg = err.get("msg", "invalid")
+    value = err.get("input")
+    where = f"{source} (or {env})" if loc else str(source)
+    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+    key = f"{loc}: " if loc else ""
+    return f"{where}: {key}{msg}{shown}"
+
+
+def load_settings(project_dir: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load settings for a project directory; raise SettingsError naming the bad key."""
+    project = Path(project_dir) if project_dir is not None else find_project()
+    project = project.expanduser().resolve()
+    path = project / CONFIG_FILE
+    if not path.is_file():
+        raise SettingsError(f"{path}: no {CONFIG_FILE} here (is {project} a crispops project?)")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    data["project_dir"] = project
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        lines = [_format_error(dict(e), path) for e in exc.errors()]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def bundled_demo_dir() -> Path | None:
+    """The demo project shipped beside the package (a source checkout or editable install)."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2], here.parent / "demo"):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    return None
+
+
+def find_project(cwd: Path | None = None) -> Path:
+    """The current directory when it holds crispops.toml, else the bundled demo."""
+    cwd = cwd or Path.cwd()
+    if (cwd / CONFIG_FILE).is_file():
+        return cwd
+    demo = bundled_demo_dir()
+    if demo is None:
+        raise SettingsError(
+            f"{cwd}: no {CONFIG_FILE} here and no bundled demo; pass --project DIR "
+            "or create one with `crispops init`"
+        )
+    return demo
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """Read one environment variable (the only sanctioned place to do so)."""
+    return os.environ.get(name, default)

@@ -1,0 +1,73 @@
+"""Small, safe file helpers shared by the steps: atomic writes and tabular reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be used; the message names the file and the problem."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` then move tmp over ``path``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_frame(path: Path, df: pd.DataFrame) -> Path:
+    return atomic_write(path, lambda p: df.to_parquet(p, index=False))
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a Parquet or CSV file, with errors that name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataFileError(f"{path}: is a directory, expected a Parquet or CSV file")
+    if path.stat().st_size == 0:
+        raise DataFileError(f"{path}: file is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".parquet", ".pq"}:
+            df = pd.read_parquet(path)
+        elif suffix in {".csv", ".txt"}:
+            df = pd.read_csv(path)
+        else:
+            raise DataFileError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv")
+    except DataFileError:
+        raise
+    except Exception as exc:  # pyarrow/pandas raise many kinds for a corrupt file
+        raise DataFileError(f"{path}: cannot be read as {suffix[1:]}: {exc}") from None
+    if df.empty:
+        raise DataFileError(f"{path}: holds no rows")
+    return df

@@ -1,0 +1,1 @@
+"""Thin KFP wrappers, one per lifecycle step: artifacts in, step call, metadata out."""

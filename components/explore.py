@@ -1,0 +1,28 @@
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
+
+from crispops.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def explore(
+    config: str,
+    dataset: Input[Dataset],
+    report: Output[HTML],
+    summary: Output[Markdown],
+    contract: Input[Artifact],
+):
+    """Write the EDA report (self-contained HTML) and a Markdown summary."""
+    from pathlib import Path
+
+    from crispops.config import Settings
+    from crispops.lifecycle import explore_task
+
+    result = explore_task(
+        Settings.from_json(config),
+        Path(dataset.path),
+        Path(report.path),
+        Path(summary.path),
+        Path(contract.path),
+    )
+    report.metadata.update(result)

@@ -1,0 +1,36 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+from crispops.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def select_champion(
+    config: str,
+    models: Input[list[Model]],
+    evaluations: Input[list[Artifact]],
+    test: Input[Dataset],
+    leaderboard: Output[Markdown],
+    decision: Output[Artifact],
+    champion: Output[Model],
+) -> bool:
+    """Pick the best candidate, then gate it against the current champion: True promotes."""
+    from pathlib import Path
+
+    from crispops.config import Settings
+    from crispops.lifecycle import select_champion_task
+
+    by_name = {m.metadata["candidate"]: (Path(m.path), dict(m.metadata)) for m in models}
+    result = select_champion_task(
+        Settings.from_json(config),
+        [Path(e.path) for e in evaluations],
+        by_name,
+        Path(test.path),
+        Path(leaderboard.path),
+        Path(decision.path),
+        Path(champion.path),
+    )
+    champion.metadata.update(by_name[result.challenger][1])
+    decision.metadata.update(result.to_dict())
+    print(result.reason)
+    return result.promote

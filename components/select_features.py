@@ -1,0 +1,20 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+from crispops.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def select_features(
+    config: str, train: Input[Dataset], selection: Output[Artifact], contract: Input[Artifact]
+):
+    """Rank features by mutual information on the training split; keep those above threshold."""
+    from pathlib import Path
+
+    from crispops.config import Settings
+    from crispops.lifecycle import select_features_task
+
+    result = select_features_task(
+        Settings.from_json(config), Path(train.path), Path(selection.path), Path(contract.path)
+    )
+    selection.metadata.update({"kept": result["kept"], "dropped": result["dropped"]})

@@ -1,0 +1,30 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from crispops.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def train(
+    config: str,
+    candidate: dict,
+    train: Input[Dataset],
+    selection: Input[Artifact],
+    model: Output[Model],
+    contract: Input[Artifact],
+):
+    """Fit one candidate pipeline (preprocessing + estimator) with a CV grid search."""
+    from pathlib import Path
+
+    from crispops.config import Settings
+    from crispops.lifecycle import train_task
+
+    info = train_task(
+        Settings.from_json(config),
+        Path(train.path),
+        Path(selection.path),
+        candidate,
+        Path(model.path),
+        Path(contract.path),
+    )
+    model.metadata.update(info)

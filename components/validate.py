@@ -1,0 +1,28 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
+
+from crispops.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def validate(
+    config: str,
+    dataset: Input[Dataset],
+    report: Output[Markdown],
+    profile: Output[Artifact],
+    contract: Input[Artifact],
+):
+    """Check the training set against the contract's schema; bad data stops the run here."""
+    from pathlib import Path
+
+    from crispops.config import Settings
+    from crispops.lifecycle import validate_task
+
+    summary = validate_task(
+        Settings.from_json(config),
+        Path(dataset.path),
+        Path(report.path),
+        Path(profile.path),
+        Path(contract.path),
+    )
+    report.metadata["rows"] = summary["rows"]

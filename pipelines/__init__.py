@@ -1,0 +1,1 @@
+"""Pipelines: composition only."""

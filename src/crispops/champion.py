@@ -1,0 +1,43 @@
+"""The champion pointer: which packaged model serves, and how it scored.
+
+One small JSON file in the project's state directory, replaced atomically, so a
+crash at any point leaves either the old champion or the new one, never half.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crispops.io import read_json, write_json
+
+
+@dataclass(frozen=True)
+class Champion:
+    model_tag: str
+    bento_tag: str
+    model_file: str
+    candidate: str
+    metric: str
+    score: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    promoted_at: str = ""
+    run_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_champion(path: Path) -> Champion | None:
+    if not path.is_file():
+        return None
+    try:
+        data = read_json(path)
+        return Champion(**data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: unreadable champion pointer ({exc})") from None
+
+
+def write_champion(path: Path, champion: Champion) -> None:
+    write_json(path, champion.to_dict())

@@ -1,0 +1,359 @@
+"""The crispops command line: thin commands that load Settings and call the steps."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from crispops.config import SettingsError, bundled_demo_dir, env, load_settings
+
+app = typer.Typer(
+    name="crispops",
+    help="The CRISP-DM cycle as Kubeflow pipelines over a Feast feature store, "
+    "served by BentoML.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+features_app = typer.Typer(help="The Feast feature store: apply, materialize, check.",
+                           no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+console = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--project",
+        "-p",
+        help="Project directory (crispops.toml). Default: the current directory, "
+        "else the bundled demo.",
+        show_default=False,
+    ),
+]
+
+
+class UserError(Exception):
+    """An error the user can fix: shown as one clear message, exit code 2."""
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from crispops.io import DataFileError
+    from crispops.steps.validate import DataValidationError
+
+    return (SettingsError, DataFileError, DataValidationError, UserError, FileNotFoundError,
+            LookupError, ValueError)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn exceptions into a readable message and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        except _known_errors() as exc:
+            if env("CRISPOPS_DEBUG"):
+                raise
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if env("CRISPOPS_DEBUG"):
+                raise
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+                      "Run again with CRISPOPS_DEBUG=1 for the traceback.", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(project: Path | None) -> Any:
+    if project is not None and not project.is_dir():
+        raise UserError(f"--project {project}: not a directory")
+    return load_settings(project)
+
+
+# demo-data ----------------------------------------------------------------------------
+@app.command("demo-data")
+@handle_errors
+def demo_data(
+    out: Annotated[Path | None, typer.Option(help="Output directory. Default: the demo "
+                                             "feature repo's data/ folder.")] = None,
+    customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 1000,
+    days: Annotated[int, typer.Option(min=90, help="Days of history.")] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    project: ProjectOpt = None,
+) -> None:
+    """Write the seeded credit-default demo data set (Parquet)."""
+    from crispops.demo_data import generate
+
+    if out is None:
+        out = _settings(project).repo_path / "data"
+    result = generate(out, customers=customers, days=days, seed=seed)
+    table = Table(title=f"demo data in {result.out_dir}")
+    table.add_column("file")
+    table.add_column("rows", justify="right")
+    table.add_row("customer_profiles.parquet", f"{result.profiles:,}")
+    table.add_row("account_activity.parquet", f"{result.activity:,}")
+    table.add_row("loan_applications.parquet (labels)", f"{result.applications:,}")
+    console.print(table)
+    console.print(f"{result.customers:,} customers, {result.start:%Y-%m-%d} to "
+                  f"{result.end:%Y-%m-%d}, default rate {result.default_rate:.1%}")
+
+
+# features ------------------------------------------------------------------------------
+@features_app.command("apply")
+@handle_errors
+def features_apply(project: ProjectOpt = None) -> None:
+    """Register the feature repo's definitions (as `feast apply`)."""
+    from crispops.steps.features import apply
+
+    s = _settings(project)
+    with console.status("applying feature definitions"):
+        r = apply(s.repo_path)
+    console.print(f"[green]applied[/] project {r.project}: feature views "
+                  f"{', '.join(r.feature_views)}; on-demand {', '.join(r.on_demand_views) or '-'};"
+                  f" services {', '.join(r.feature_services)}")
+
+
+@features_app.command("materialize")
+@handle_errors
+def features_materialize(project: ProjectOpt = None) -> None:
+    """Load the latest feature values into the online store, incrementally."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from crispops.steps.features import materialize
+
+    s = _settings(project)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total} views"), TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task("materializing", total=None)
+
+        def on_view(name: str, i: int, n: int) -> None:
+            progress.update(bar, total=n, completed=i,
+                            description=f"materializing {name}" if name else "materialized")
+
+        with open(os.devnull, "w") as devnull, _stdout_to(devnull):
+            result = materialize(s.repo_path, on_view=on_view)
+    for name, (start, end) in result.views.items():
+        since = f"{start:%Y-%m-%d %H:%M}" if start else "the start of its TTL"
+        console.print(f"  {name}: {since} -> {end:%Y-%m-%d %H:%M} UTC")
+
+
+@features_app.command("check")
+@handle_errors
+def features_check(
+    project: ProjectOpt = None,
+    sample: Annotated[int | None, typer.Option(min=1, help="Entities to compare.")] = None,
+) -> None:
+    """Check that online values equal the latest offline values for a sample of entities."""
+    from crispops.steps.features import check
+
+    s = _settings(project)
+    n = sample or s.feature_store.check_sample
+    with console.status("comparing online and offline values"):
+        r = check(s.repo_path, s.feature_store.feature_service, s.data.entity, sample=n)
+    if r.ok:
+        console.print(f"[green]ok[/]: {r.compared:,} values of {r.entities} entities x "
+                      f"{r.features} features match (online == latest offline)")
+        return
+    table = Table(title="online differs from offline", show_lines=False)
+    for col in (s.data.entity, "feature", "offline (latest)", "online"):
+        table.add_column(col)
+    for m in r.mismatches[:50]:
+        table.add_row(str(m.entity), m.feature, repr(m.offline), repr(m.online))
+    console.print(table)
+    err.print(f"[bold red]{len(r.mismatches)} of {r.compared} values differ[/]")
+    raise typer.Exit(1)
+
+
+# pipeline ------------------------------------------------------------------------------
+@app.command("compile")
+@handle_errors
+def compile_(
+    out: Annotated[Path, typer.Option(help="Directory for the IR YAML files.")] = Path(
+        "build/pipelines"),
+    project: ProjectOpt = None,
+) -> None:
+    """Write each pipeline's IR YAML (for a Kubeflow Pipelines cluster)."""
+    from crispops.compile import compile_all
+
+    s = _settings(project)
+    for name, path in compile_all(s, out).items():
+        console.print(f"{name}: {path}")
+
+
+@app.command("run")
+@handle_errors
+def run(
+    project: ProjectOpt = None,
+    runner: Annotated[str, typer.Option(help="subprocess (default) or docker.")] = "subprocess",
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: a timestamp).")] = None,
+) -> None:
+    """Run the training pipeline on this machine through KFP's local runner."""
+    if runner not in {"subprocess", "docker"}:
+        raise UserError(f"--runner {runner!r}: choose subprocess or docker")
+    s = _settings(project)
+    _run_pipeline(s, runner, run_id)
+
+
+def _run_pipeline(s: Any, runner: str, run_id: str | None) -> None:
+    from crispops.champion import read_champion
+    from crispops.runner import run_training
+
+    def on_event(kind: str, task: str, status: str) -> None:
+        if kind == "start":
+            console.print(f"  [cyan]>[/] {task}", highlight=False)
+        else:
+            mark = "[green]ok[/]" if status == "SUCCESS" else f"[red]{status}[/]"
+            took = next((t for n, st, t in reversed(result_steps) if n == task), None)
+            del took
+            console.print(f"  {mark} {task}", highlight=False)
+
+    result_steps: list[tuple[str, str, float]] = []
+    console.print(f"[bold]training pipeline[/] ({runner} runner), project {s.project_dir}")
+    result = run_training(s, on_event=on_event, runner=runner, run_id=run_id)
+    result_steps.extend(result.steps)
+    console.print(f"log: {result.log}")
+    if not result.ok:
+        step = result.failed_step or "?"
+        report = result.artifact("validate", "report")
+        if step == "validate" and report and report.is_file():
+            console.print(report.read_text())
+            err.print(f"[bold red]stopped at validate[/]: bad data, nothing trained or packaged. "
+                      f"Report: {report}")
+        else:
+            err.print(f"[bold red]the pipeline failed at {step}[/]: {_last_error(result)}")
+        raise typer.Exit(1)
+    _print_summary(s, result, read_champion(s.champion_file))
+
+
+def _last_error(result: Any) -> str:
+    text = result.log.read_text(encoding="utf-8", errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if "Error" in ln or "error" in ln]
+    return lines[-1] if lines else (result.error.splitlines()[-1] if result.error else "")
+
+
+def _print_summary(s: Any, result: Any, champion: Any) -> None:
+    decision = result.decision or {}
+    board = decision.get("leaderboard", [])
+    metric = s.training.selection_metric
+    if board:
+        from crispops.config import TASK_METRICS
+
+        table = Table(title=f"leaderboard (holdout, by {metric})")
+        cols = ["rank", "candidate", *TASK_METRICS[s.data.task]]
+        for c in cols:
+            table.add_column(c, justify="left" if c == "candidate" else "right")
+        for row in board:
+            cells = [row.get(c) for c in cols]
+            table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells])
+        console.print(table)
+    steps = Table(title=f"steps ({result.seconds:.1f} s in all)")
+    steps.add_column("step")
+    steps.add_column("status")
+    steps.add_column("seconds", justify="right")
+    for name, status, took in result.steps:
+        steps.add_row(name, status, f"{took:.1f}")
+    console.print(steps)
+    reason = decision.get("reason", "")
+    if decision.get("promote"):
+        console.print(f"[bold green]{reason}[/]")
+    else:
+        console.print(f"[bold yellow]{reason}[/]")
+    if champion:
+        console.print(f"champion: model [bold]{champion.model_tag}[/], Bento "
+                      f"[bold]{champion.bento_tag}[/] ({champion.metric} {champion.score:.4f})")
+    for label, task, name in (("EDA report", "explore", "report"),
+                              ("EDA summary", "explore", "summary"),
+                              ("validation", "validate", "report"),
+                              ("leaderboard", "select-champion", "leaderboard")):
+        path = result.artifact(task, name)
+        if path:
+            console.print(f"{label}: {path}")
+
+
+# demo ----------------------------------------------------------------------------------
+@app.command("demo")
+@handle_errors
+def demo(
+    project: ProjectOpt = None,
+    customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 1000,
+) -> None:
+    """The whole cycle on the embedded default: data, features, pipeline, champion."""
+    s = _settings(project)
+    if s.project_dir != bundled_demo_dir() and project is None:
+        console.print(f"project: {s.project_dir}")
+    if not s.label_source_path.exists():
+        demo_data(out=None, customers=customers, days=365, seed=7, project=s.project_dir)
+    features_apply(project=s.project_dir)
+    features_materialize(project=s.project_dir)
+    features_check(project=s.project_dir, sample=None)
+    _run_pipeline(s, "subprocess", None)
+    console.print("\nnext: [bold]crispops serve[/] then "
+                  "[bold]crispops predict --entity 1001 --field requested_amount=12000 "
+                  "--field term_months=36[/]")
+
+
+# init -----------------------------------------------------------------------------------
+@app.command("init")
+@handle_errors
+def init(
+    directory: Annotated[Path, typer.Argument(help="New project directory.")],
+    data: Annotated[Path, typer.Option(help="Parquet or CSV file with entity, timestamp, "
+                                       "label and feature columns.")],
+    entity: Annotated[str, typer.Option(help="Entity key column.")],
+    timestamp: Annotated[str, typer.Option(help="Event timestamp column.")],
+    label: Annotated[str, typer.Option(help="Label column.")],
+    task: Annotated[str, typer.Option(help="binary, multiclass or regression.")],
+    force: Annotated[bool, typer.Option(help="Write into an existing, non-empty directory.")]
+    = False,
+) -> None:
+    """Scaffold a project (crispops.toml and a Feast repo) for your own tabular data."""
+    from crispops.scaffold import scaffold
+
+    if task not in {"binary", "multiclass", "regression"}:
+        raise UserError(f"--task {task!r}: choose binary, multiclass or regression")
+    result = scaffold(directory, data=data, entity=entity, timestamp=timestamp, label=label,
+                      task=task, force=force)
+    console.print(f"[green]created[/] {result.directory}: {len(result.features)} features "
+                  f"({', '.join(result.features[:8])}{'...' if len(result.features) > 8 else ''})")
+    console.print(f"next: crispops features apply -p {directory} && "
+                  f"crispops features materialize -p {directory} && crispops run -p {directory}")
+
+
+def _stdout_to(stream: Any) -> Any:
+    import contextlib
+
+    return contextlib.redirect_stdout(stream)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as exc:
+        sys.exit(exc.code)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "json", "main"]

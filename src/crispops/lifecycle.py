@@ -1,0 +1,384 @@
+"""The lifecycle steps on files: what each KFP component calls, and what the plain
+in-process baseline in ``bench/`` calls, so both do exactly the same work.
+
+Every function takes the project's Settings and paths, writes its outputs
+atomically and returns a small JSON-able summary.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crispops import __version__
+from crispops.champion import Champion, read_champion, write_champion
+from crispops.config import Settings
+from crispops.contract import FeatureContract, feature_store, load_contract
+from crispops.io import read_json, write_frame, write_json, write_text
+from crispops.steps import evaluate as ev
+from crispops.steps import select_champion as sc
+from crispops.steps import validate as va
+from crispops.steps.ingest import ingest
+from crispops.steps.select_features import select_features
+from crispops.steps.split import split
+from crispops.steps.train import train
+
+
+class ChampionUnchanged(RuntimeError):
+    """Not an error for a run: the gate kept the champion."""
+
+
+def _contract(settings: Settings, contract_file: Path | None = None) -> FeatureContract:
+    """The contract ingest recorded (no Feast import), else read from the registry."""
+    if contract_file is not None:
+        return FeatureContract.from_dict(read_json(contract_file))
+    return load_contract(settings)
+
+
+def _rules(settings: Settings) -> va.Rules:
+    d = settings.data
+    return va.Rules(
+        entity=d.entity,
+        timestamp=d.timestamp,
+        label=d.label,
+        task=d.task,
+        min_rows=d.min_rows,
+        max_null_fraction=d.max_null_fraction,
+        drift_psi=d.drift_psi,
+    )
+
+
+# ingest ------------------------------------------------------------------------------
+def ingest_task(settings: Settings, out: Path, contract_out: Path | None = None) -> dict[str, Any]:
+    store = feature_store(settings)
+    contract = load_contract(settings, store)
+    if contract_out is not None:
+        write_json(contract_out, contract.to_dict())
+    df, result = ingest(
+        store, contract, settings.label_source_path, settings.data.timestamp, settings.data.label
+    )
+    write_frame(out, df)
+    return {
+        "rows": result.rows,
+        "columns": len(result.columns),
+        "start": str(result.start),
+        "end": str(result.end),
+        "contract": contract.to_dict(),
+    }
+
+
+# validate ----------------------------------------------------------------------------
+def reference_profile(settings: Settings) -> dict[str, Any] | None:
+    """The current champion's data profile, the reference for drift."""
+    champ = read_champion(settings.champion_file)
+    if champ is None:
+        return None
+    path = Path(champ.model_file).with_name("profile.json")
+    return read_json(path) if path.is_file() else None
+
+
+def validate_task(
+    settings: Settings,
+    data: Path,
+    report_md: Path,
+    profile_out: Path,
+    contract_file: Path | None = None,
+) -> dict[str, Any]:
+    """Raise DataValidationError (the run stops) when the data is bad."""
+    df = pd.read_parquet(data)
+    contract = _contract(settings, contract_file)
+    rules = _rules(settings)
+    report = va.validate(df, contract, rules, reference=reference_profile(settings))
+    write_text(report_md, report.markdown())
+    if not report.ok:
+        raise va.DataValidationError(report)
+    write_json(profile_out, va.profile(df, contract, rules))
+    return report.to_dict()
+
+
+# explore -----------------------------------------------------------------------------
+def explore_task(
+    settings: Settings, data: Path, html: Path, markdown: Path, contract_file: Path | None = None
+) -> dict[str, Any]:
+    from crispops.steps.explore import explore
+
+    df = pd.read_parquet(data)
+    d = settings.data
+    result = explore(
+        df,
+        entity=d.entity,
+        timestamp=d.timestamp,
+        label=d.label,
+        task=d.task,
+        features=_contract(settings, contract_file).input_names,
+        html_path=html,
+        markdown_path=markdown,
+        title=f"{settings.feature_store.feature_service}: exploratory data analysis",
+    )
+    return {"rows": result.n_rows, "features": result.n_features, "plots": result.plots}
+
+
+# split -------------------------------------------------------------------------------
+def split_task(settings: Settings, data: Path, train_out: Path, test_out: Path) -> dict[str, Any]:
+    t = settings.training
+    tr, te, result = split(
+        pd.read_parquet(data),
+        timestamp=settings.data.timestamp,
+        label=settings.data.label,
+        task=settings.data.task,
+        strategy=t.split,
+        test_fraction=t.test_fraction,
+        seed=t.seed,
+    )
+    write_frame(train_out, tr)
+    write_frame(test_out, te)
+    return asdict(result)
+
+
+# select-features -----------------------------------------------------------------------
+def select_features_task(
+    settings: Settings, train_data: Path, out: Path, contract_file: Path | None = None
+) -> dict[str, Any]:
+    sel = select_features(
+        pd.read_parquet(train_data),
+        _contract(settings, contract_file),
+        label=settings.data.label,
+        task=settings.data.task,
+        threshold=settings.training.feature_threshold,
+        seed=settings.training.seed,
+    )
+    data = asdict(sel)
+    write_json(out, data)
+    return data
+
+
+# train ---------------------------------------------------------------------------------
+def candidate_items(settings: Settings) -> list[dict[str, str]]:
+    """Candidates as ParallelFor items: every value a string, so KFP types them alike."""
+    return [
+        {"name": c.name, "estimator": c.estimator, "search": json.dumps(c.search, sort_keys=True)}
+        for c in settings.training.candidates
+    ]
+
+
+def train_task(
+    settings: Settings,
+    train_data: Path,
+    selection: Path,
+    candidate: dict[str, str],
+    out: Path,
+    contract_file: Path | None = None,
+) -> dict[str, Any]:
+    import joblib
+
+    sel = read_json(selection)
+    kinds = _contract(settings, contract_file).kinds()
+    kept = sel["kept"]
+    numeric = [c for c in kept if kinds.get(c) != "string"]
+    categorical = [c for c in kept if kinds.get(c) == "string"]
+    t = settings.training
+    model, result = train(
+        pd.read_parquet(train_data),
+        name=candidate["name"],
+        estimator=candidate["estimator"],
+        search=json.loads(candidate.get("search") or "{}"),
+        numeric=numeric,
+        categorical=categorical,
+        label=settings.data.label,
+        task=settings.data.task,
+        metric=t.selection_metric,
+        cv_folds=t.cv_folds,
+        seed=t.seed,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, out)
+    return {**asdict(result), "numeric": numeric, "categorical": categorical}
+
+
+# evaluate ------------------------------------------------------------------------------
+def evaluate_task(
+    settings: Settings, model_file: Path, test_data: Path, candidate: str, out: Path
+) -> ev.Evaluation:
+    import joblib
+
+    result = ev.evaluate(
+        joblib.load(model_file),
+        pd.read_parquet(test_data),
+        label=settings.data.label,
+        task=settings.data.task,
+        name=candidate,
+    )
+    write_json(out, result.to_dict())
+    return result
+
+
+# select-champion -------------------------------------------------------------------------
+def leaderboard(evaluations: list[dict[str, Any]], metric: str, higher: bool) -> pd.DataFrame:
+    rows = [{"candidate": e["candidate"], **e["metrics"]} for e in evaluations]
+    df = pd.DataFrame(rows).sort_values(metric, ascending=not higher, ignore_index=True)
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return df
+
+
+def select_champion_task(
+    settings: Settings,
+    evaluations: list[Path],
+    models: dict[str, tuple[Path, dict[str, Any]]],
+    test_data: Path,
+    leaderboard_md: Path,
+    decision_out: Path,
+    champion_model_out: Path,
+) -> sc.Decision:
+    import joblib
+
+    metric = settings.training.selection_metric
+    higher = settings.higher_is_better
+    evals = [read_json(p) for p in evaluations]
+    board = leaderboard(evals, metric, higher)
+    scores = {e["candidate"]: float(e["metrics"][metric]) for e in evals}
+    best = sc.best_candidate(scores, higher)
+    champ = read_champion(settings.champion_file)
+    champ_score: float | None = None
+    note = ""
+    if champ is not None:
+        try:
+            current = joblib.load(champ.model_file)
+            champ_score = float(
+                ev.score(
+                    current, pd.read_parquet(test_data), settings.data.label, settings.data.task
+                )[metric]
+            )
+        except (OSError, KeyError, ValueError) as exc:
+            note = f" (the current champion could not score this holdout: {exc})"
+    decision = sc.gate(
+        challenger=best,
+        challenger_score=scores[best],
+        champion_score=champ_score,
+        champion_tag=champ.model_tag if champ else None,
+        metric=metric,
+        higher_is_better=higher,
+        margin=settings.training.promotion_margin,
+    )
+    if note:
+        decision = sc.Decision(**{**decision.to_dict(), "reason": decision.reason + note})
+    table = board.to_markdown(index=False, floatfmt=".4f")
+    write_text(
+        leaderboard_md,
+        f"# Leaderboard ({metric}, {'higher' if higher else 'lower'} is better)\n\n{table}\n\n"
+        f"**Decision:** {decision.reason}\n",
+    )
+    winner = next(e for e in evals if e["candidate"] == best)
+    write_json(
+        decision_out,
+        {
+            **decision.to_dict(),
+            "leaderboard": board.to_dict("records"),
+            "evaluation": winner,
+            "train_info": models[best][1],
+        },
+    )
+    champion_model_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(models[best][0], champion_model_out)
+    return decision
+
+
+# package ---------------------------------------------------------------------------------
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"crispops {__version__}" + (f" ({sha})" if sha else "")
+
+
+def package_task(
+    settings: Settings,
+    *,
+    model_file: Path,
+    decision_file: Path,
+    profile_file: Path,
+    run_id: str,
+    contract_file: Path | None = None,
+) -> Champion:
+    """Save the champion in BentoML's store, build its Bento, then move the pointer."""
+    from crispops.serving import packaging
+
+    packaging.bentoml_home(settings.bentoml_home)
+    decision = read_json(decision_file)
+    evaluation = decision["evaluation"]
+    train_info = decision["train_info"]
+    profile = read_json(profile_file)
+    contract = _contract(settings, contract_file)
+    name = packaging.model_name(settings.feature_store.feature_service)
+    entity_kind = (
+        "int"
+        if pd.api.types.is_integer_dtype(
+            pd.Series(
+                pd.read_parquet(settings.label_source_path, columns=[settings.data.entity])[
+                    settings.data.entity
+                ]
+            )
+        )
+        else "string"
+    )
+    metadata = {
+        "task": settings.data.task,
+        "metric": decision["metric"],
+        "metrics": evaluation["metrics"],
+        "candidate": decision["challenger"],
+        "feature_service": contract.feature_service,
+        "contract": contract.to_dict(),
+        "entity_kind": entity_kind,
+        "numeric": train_info["numeric"],
+        "categorical": train_info["categorical"],
+        "best_params": json.dumps(train_info.get("best_params", {}), default=str),
+        "training_window": {"start": profile["start"], "end": profile["end"]},
+        "rows": profile["rows"],
+        "code_version": code_version(),
+        "python": platform.python_version(),
+        "run_id": run_id,
+    }
+    labels = {
+        "stage": "champion",
+        "task": settings.data.task,
+        "feature_service": contract.feature_service,
+        "candidate": decision["challenger"],
+    }
+    model_tag = packaging.save_model(
+        name,
+        model_file,
+        labels=labels,
+        metadata=metadata,
+        extra_files={"profile.json": profile_file, "decision.json": decision_file},
+    )
+    bento_tag = packaging.build_bento(
+        model_tag, name=name, labels=labels, work_dir=settings.state_path / "build"
+    )
+    champion = Champion(
+        model_tag=model_tag,
+        bento_tag=bento_tag,
+        model_file=str(packaging.model_path(model_tag)),
+        candidate=decision["challenger"],
+        metric=decision["metric"],
+        score=float(decision["challenger_score"]),
+        metrics={k: float(v) for k, v in evaluation["metrics"].items()},
+        promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        run_id=run_id,
+    )
+    write_champion(settings.champion_file, champion)  # the last step: atomic
+    return champion

@@ -1,0 +1,146 @@
+"""Run the training pipeline through KFP's local runner, with a progress display."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from crispops.config import Settings
+from crispops.io import read_json
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_START = re.compile(r"Executing task '([^']+)'")
+_END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+
+class _ProgressTee(io.TextIOBase):
+    """Write KFP's log to a file and report task starts and ends as they stream by."""
+
+    def __init__(self, log: TextIO, on_event: Callable[[str, str, str], None]) -> None:
+        self.log = log
+        self.on_event = on_event
+        self.buffer_ = ""
+
+    def write(self, s: str) -> int:
+        self.log.write(s)
+        self.buffer_ += s
+        while "\n" in self.buffer_:
+            line, self.buffer_ = self.buffer_.split("\n", 1)
+            plain = _ANSI.sub("", line)
+            if m := _START.search(plain):
+                self.on_event("start", m.group(1), "")
+            elif m := _END.search(plain):
+                self.on_event("end", m.group(1), m.group(2))
+        return len(s)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    root: Path
+    log: Path
+    ok: bool
+    seconds: float
+    steps: list[tuple[str, str, float]] = field(default_factory=list)  # name, status, seconds
+    failed_step: str | None = None
+    error: str = ""
+
+    def artifact(self, task: str, name: str) -> Path | None:
+        hits = sorted(self.root.glob(f"*/{task}/{name}"))
+        return hits[0] if hits else None
+
+    def artifacts(self, task_prefix: str, name: str) -> list[Path]:
+        return sorted(self.root.glob(f"*/{task_prefix}*/{name}"))
+
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        path = self.artifact("select-champion", "decision")
+        return read_json(path) if path else None
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S")
+
+
+@contextlib.contextmanager
+def _redirect(stream: io.TextIOBase) -> Iterator[None]:
+    old_out, old_err = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = stream  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = old_out, old_err
+
+
+def run_training(
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    on_event: Callable[[str, str, str], None] | None = None,
+    runner: str = "subprocess",
+) -> RunResult:
+    """Run pipelines/training.py on this machine; never raises for a failed step."""
+    from kfp import local
+
+    from crispops.lifecycle import candidate_items
+    from pipelines.training import training_pipeline
+
+    run_id = run_id or new_run_id()
+    root = settings.state_path / "runs" / run_id
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root / "pipeline.log"
+    starts: dict[str, float] = {}
+    result = RunResult(run_id, root, log_path, ok=False, seconds=0.0)
+
+    def event(kind: str, task: str, status: str) -> None:
+        now = time.perf_counter()
+        if kind == "start":
+            starts[task] = now
+        else:
+            took = now - starts.get(task, now)
+            result.steps.append((task, status, took))
+            if status != "SUCCESS" and result.failed_step is None:
+                result.failed_step = task
+        if on_event:
+            on_event(kind, task, status)
+
+    if runner == "docker":
+        kfp_runner: Any = local.DockerRunner()
+    else:
+        kfp_runner = local.SubprocessRunner(use_venv=False)
+    started = time.perf_counter()
+    with log_path.open("w", encoding="utf-8") as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tee = _ProgressTee(log, event)
+        with _redirect(tee):
+            try:
+                local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
+                training_pipeline(
+                    config=settings.to_json(),
+                    candidates=candidate_items(settings),
+                    run_id=run_id,
+                )
+                result.ok = True
+            except Exception as exc:  # a failed task: reported, never a traceback
+                result.error = _ANSI.sub("", str(exc)).strip()
+    result.seconds = time.perf_counter() - started
+    if not result.ok and result.failed_step is None:
+        result.failed_step = _failed_task(result.error)
+    return result
+
+
+def _failed_task(message: str) -> str | None:
+    m = re.search(r"[Tt]ask '([^']+)'", message)
+    return m.group(1) if m else None

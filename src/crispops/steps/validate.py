@@ -1,0 +1,373 @@
+"""validate: a pandera schema derived from the feature contract and the label.
+
+Bad data stops the run before any training, with a report that names each
+column and rule. A data profile of good data is written for serving and
+monitoring, and a stored profile (the champion's) is the reference for drift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from crispops.contract import FeatureContract
+
+
+@dataclass(frozen=True)
+class Problem:
+    column: str
+    rule: str
+    detail: str
+
+
+@dataclass
+class ValidationReport:
+    rows: int
+    problems: list[Problem] = field(default_factory=list)
+    drift: dict[str, float] = field(default_factory=dict)  # feature -> PSI
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "ok": self.ok,
+            "problems": [asdict(p) for p in self.problems],
+            "drift_psi": self.drift,
+        }
+
+    def markdown(self) -> str:
+        head = (
+            "# Data validation: " + ("passed" if self.ok else "FAILED") + f"\n\nRows: {self.rows}\n"
+        )
+        if not self.problems:
+            return head
+        lines = ["", "| column | rule | detail |", "|---|---|---|"]
+        lines += [f"| {p.column} | {p.rule} | {p.detail} |" for p in self.problems]
+        return head + "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        return "; ".join(f"{p.column}: {p.rule} ({p.detail})" for p in self.problems)
+
+
+class DataValidationError(ValueError):
+    def __init__(self, report: ValidationReport):
+        self.report = report
+        super().__init__("data validation failed: " + report.summary())
+
+
+@dataclass(frozen=True)
+class Rules:
+    entity: str
+    timestamp: str
+    label: str
+    task: str
+    min_rows: int = 200
+    max_null_fraction: float = 0.5
+    drift_psi: float = 0.25
+    now: datetime | None = None
+
+
+def _numeric(kind: str) -> bool:
+    return kind in {"float", "int"}
+
+
+def build_schema(contract: FeatureContract, rules: Rules) -> pa.DataFrameSchema:
+    """The schema every training set must satisfy."""
+    now = pd.Timestamp(rules.now or datetime.now(UTC))
+    columns: dict[str, pa.Column] = {
+        rules.entity: pa.Column(nullable=False, required=True),
+        rules.timestamp: pa.Column(
+            checks=[pa.Check(lambda s: s <= now, name="not_in_future")],
+            nullable=False,
+        ),
+    }
+    label_checks = []
+    if rules.task == "regression":
+        label_checks.append(
+            pa.Check(
+                lambda s: pd.api.types.is_numeric_dtype(s), element_wise=False, name="numeric_label"
+            )
+        )
+        label_checks.append(pa.Check(lambda s: np.isfinite(s.astype(float)), name="finite"))
+    else:
+        label_checks.append(
+            pa.Check(lambda s: s.nunique() >= 2, element_wise=False, name="at_least_two_classes")
+        )
+    columns[rules.label] = pa.Column(checks=label_checks, nullable=False)
+    for spec in contract.inputs:
+        checks: list[pa.Check] = []
+        limit = rules.max_null_fraction
+        checks.append(
+            pa.Check(
+                lambda s, limit=limit: s.isna().mean() <= limit,
+                element_wise=False,
+                name=f"null_rate<={limit:g}",
+            )
+        )
+        checks.append(
+            pa.Check(lambda s: s.dropna().nunique() > 1, element_wise=False, name="not_constant")
+        )
+        if _numeric(spec.kind):
+            checks.append(
+                pa.Check(
+                    lambda s: pd.api.types.is_numeric_dtype(s),
+                    element_wise=False,
+                    name=f"dtype={spec.kind}",
+                )
+            )
+            checks.append(
+                pa.Check(
+                    lambda s: ~np.isinf(pd.to_numeric(s, errors="coerce").astype(float)),
+                    name="finite",
+                    ignore_na=True,
+                )
+            )
+        elif spec.kind == "string":
+            checks.append(
+                pa.Check(
+                    lambda s: s.dropna().map(lambda v: isinstance(v, str)).all(),
+                    element_wise=False,
+                    name="dtype=string",
+                )
+            )
+        columns[spec.name] = pa.Column(checks=checks, nullable=True, required=True)
+    df_checks = [
+        pa.Check(
+            lambda df: len(df) >= rules.min_rows, element_wise=False, name=f"rows>={rules.min_rows}"
+        ),
+        pa.Check(
+            lambda df: ~df.duplicated([rules.entity, rules.timestamp], keep=False),
+            name="unique_entity_timestamp",
+        ),
+    ]
+    return pa.DataFrameSchema(columns, checks=df_checks, strict=False, coerce=False)
+
+
+def _leaks(feature: pd.Series, label: pd.Series, task: str) -> bool:
+    both = pd.DataFrame({"f": feature, "y": label}).dropna()
+    if len(both) < 10 or both["f"].nunique() < 2:
+        return False
+    if (both["f"].astype(str) == both["y"].astype(str)).mean() >= 0.98:
+        return True
+    if pd.api.types.is_numeric_dtype(both["f"]) and pd.api.types.is_numeric_dtype(both["y"]):
+        if task != "regression":
+            # a feature that separates the classes perfectly
+            groups = both.groupby("y")["f"].agg(["min", "max"]).sort_values("min")
+            overlaps = (groups["min"].shift(-1) <= groups["max"]).iloc[:-1]
+            return bool(len(groups) >= 2 and not overlaps.any())
+        corr = both["f"].astype(float).corr(both["y"].astype(float))
+        return bool(corr is not None and abs(corr) >= 0.995)
+    return False
+
+
+def psi(expected: list[float], actual: list[float]) -> float:
+    """Population stability index between two binned distributions."""
+    total = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        e, a = max(e, 1e-4), max(a, 1e-4)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+def profile(df: pd.DataFrame, contract: FeatureContract, rules: Rules) -> dict[str, Any]:
+    """Per-feature statistics: the reference for serving checks and drift."""
+    feats: dict[str, Any] = {}
+    for spec in contract.inputs:
+        s = df[spec.name]
+        entry: dict[str, Any] = {"kind": spec.kind, "null_rate": float(s.isna().mean())}
+        if _numeric(spec.kind):
+            v = pd.to_numeric(s, errors="coerce").dropna().astype(float)
+            qs = np.unique(np.quantile(v, np.linspace(0, 1, 11))) if len(v) else np.array([])
+            edges = qs[1:-1].tolist()
+            counts = (
+                np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)
+                if len(v)
+                else np.array([])
+            )
+            entry.update(
+                min=float(v.min()) if len(v) else None,
+                max=float(v.max()) if len(v) else None,
+                mean=float(v.mean()) if len(v) else None,
+                std=float(v.std()) if len(v) else None,
+                bin_edges=edges,
+                bin_shares=(counts / max(len(v), 1)).tolist(),
+            )
+        else:
+            shares = s.dropna().astype(str).value_counts(normalize=True)
+            entry["categories"] = {str(k): float(x) for k, x in shares.items()}
+        feats[spec.name] = entry
+    y = df[rules.label]
+    if rules.task == "regression":
+        label = {
+            "mean": float(y.mean()),
+            "std": float(y.std()),
+            "min": float(y.min()),
+            "max": float(y.max()),
+        }
+    else:
+        label = {
+            "classes": {
+                str(k): float(v) for k, v in y.value_counts(normalize=True).sort_index().items()
+            }
+        }
+    ts = df[rules.timestamp]
+    return {
+        "rows": len(df),
+        "start": str(ts.min()),
+        "end": str(ts.max()),
+        "features": feats,
+        "label": label,
+        "task": rules.task,
+    }
+
+
+def drift(
+    df: pd.DataFrame, reference: dict[str, Any], contract: FeatureContract, rules: Rules
+) -> tuple[dict[str, float], list[Problem]]:
+    """PSI of each numeric feature and unseen categories, against a stored profile."""
+    scores: dict[str, float] = {}
+    problems: list[Problem] = []
+    ref_feats = reference.get("features", {})
+    for spec in contract.inputs:
+        ref = ref_feats.get(spec.name)
+        if ref is None or spec.name not in df:
+            continue
+        s = df[spec.name]
+        if _numeric(spec.kind) and ref.get("bin_shares"):
+            v = pd.to_numeric(s, errors="coerce").dropna().astype(float)
+            if not len(v):
+                continue
+            counts = np.bincount(
+                np.searchsorted(ref["bin_edges"], v, side="right"),
+                minlength=len(ref["bin_edges"]) + 1,
+            )
+            score = psi(ref["bin_shares"], (counts / len(v)).tolist())
+            scores[spec.name] = round(score, 4)
+            if score > rules.drift_psi:
+                problems.append(
+                    Problem(
+                        spec.name,
+                        f"drift_psi<={rules.drift_psi:g}",
+                        f"PSI {score:.3f} against the champion's data profile",
+                    )
+                )
+        elif "categories" in ref:
+            seen = set(ref["categories"])
+            new = sorted(set(s.dropna().astype(str)) - seen)
+            if new:
+                problems.append(
+                    Problem(
+                        spec.name,
+                        "known_categories",
+                        f"categories never seen in training: {', '.join(new[:5])}",
+                    )
+                )
+    return scores, problems
+
+
+def validate(
+    df: pd.DataFrame,
+    contract: FeatureContract,
+    rules: Rules,
+    reference: dict[str, Any] | None = None,
+) -> ValidationReport:
+    """Check ``df``; return a report (``report.ok`` false when anything is wrong)."""
+    report = ValidationReport(rows=len(df))
+    if df.empty:
+        report.problems.append(Problem("*", f"rows>={rules.min_rows}", "no rows at all"))
+        return report
+    schema = build_schema(contract, rules)
+    df = df.reset_index(drop=True)
+    try:
+        schema.validate(df, lazy=True)
+    except SchemaErrors as exc:
+        seen: set[tuple[str, str]] = set()
+        for case in exc.failure_cases.to_dict("records"):
+            column = str(case.get("column") or "*")
+            if column in {"None", "nan", "<NA>"}:
+                column = "*"
+            rule = str(case.get("check"))
+            if rule == "column_in_dataframe":
+                column, rule = str(case.get("failure_case")), "required_column"
+            if rule == "unique_entity_timestamp":
+                column = f"{rules.entity}, {rules.timestamp}"
+                case = {
+                    "failure_case": int(
+                        df.duplicated([rules.entity, rules.timestamp], keep=False).sum()
+                    )
+                }
+            elif rule.startswith("rows>="):
+                column, case = "*", {"failure_case": len(df)}
+            key = (column, rule)
+            if key in seen:
+                continue
+            seen.add(key)
+            detail = _describe(case, exc, column, rule)
+            report.problems.append(Problem(column, rule, detail))
+    for spec in contract.inputs:
+        if (
+            spec.name in df
+            and spec.name != rules.label
+            and _leaks(df[spec.name], df[rules.label], rules.task)
+        ):
+            report.problems.append(
+                Problem(spec.name, "no_label_leakage", f"reproduces the label {rules.label!r}")
+            )
+    if reference is not None:
+        report.drift, problems = drift(df, reference, contract, rules)
+        report.problems.extend(problems)
+    return report
+
+
+#: What each rule means, for the report.
+RULE_TEXT = {
+    "required_column": "column is missing",
+    "not_nullable": "null value(s) where none are allowed",
+    "not_in_future": "timestamp(s) later than now",
+    "unique_entity_timestamp": "row(s) repeat an (entity, timestamp) pair",
+    "finite": "infinite or NaN value(s)",
+    "numeric_label": "a regression label must be numeric",
+    "at_least_two_classes": "a classification label needs at least two classes",
+    "not_constant": "holds a single value for every row",
+    "null_rate": "too many null values",
+    "dtype": "values of the wrong type",
+    "rows": "too few rows to train and test on",
+}
+
+
+def _describe(case: dict[str, Any], exc: SchemaErrors, column: str, rule: str) -> str:
+    cases = exc.failure_cases
+    same_rule = cases["check"].astype(str) == (
+        "column_in_dataframe" if rule == "required_column" else rule
+    )
+    count = (
+        int(same_rule.sum())
+        if rule in {"unique_entity_timestamp"}
+        else int((same_rule & (cases["column"].astype(str) == column)).sum())
+    )
+    text = next((t for k, t in RULE_TEXT.items() if rule.startswith(k)), rule)
+    value = case.get("failure_case")
+    if (
+        rule == "required_column"
+        or isinstance(value, bool)
+        or value is None
+        or (isinstance(value, float) and math.isnan(value))
+    ):
+        return text
+    if rule == "unique_entity_timestamp":
+        return f"{value} {text}"
+    if rule.startswith("rows"):
+        return f"{text}: {value}"
+    if rule.startswith(("null_rate", "not_constant", "at_least", "numeric_label")):
+        return text
+    return f"{count} {text}, e.g. {value!r}"

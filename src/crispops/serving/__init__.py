@@ -1,0 +1,1 @@
+"""The champion model as a BentoML service."""

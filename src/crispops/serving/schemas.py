@@ -1,0 +1,80 @@
+"""Request and response models, derived from the feature contract.
+
+Nothing here lists a feature by hand: each request field comes from the
+FeatureService (features) or its on-demand views' request sources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from crispops.contract import FeatureContract, FieldSpec
+
+_PY = {"float": float, "int": int, "string": str, "bool": bool}
+
+
+def _field(spec: FieldSpec, *, nullable: bool) -> tuple[Any, Any]:
+    py: Any = _PY[spec.kind]
+    if spec.kind == "int":
+        py = int | float if nullable else int  # feature ints can arrive as floats after joins
+    desc = spec.description or f"{spec.kind} from {spec.source}"
+    if nullable:
+        return (py | None, Field(..., description=f"{desc} (null when unknown)"))
+    return (py, Field(..., description=desc))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+def record_model(contract: FeatureContract) -> type[BaseModel]:
+    """One /predict record: every feature (nullable) plus every request-time field."""
+    fields: dict[str, Any] = {}
+    for spec in contract.features:
+        fields[spec.name] = _field(spec, nullable=True)
+    for spec in contract.request_fields:
+        fields.setdefault(spec.name, _field(spec, nullable=False))
+    model = create_model("FeatureRecord", __base__=_Strict, **fields)
+    model.__doc__ = f"Feature values of {contract.feature_service}, plus request-time fields."
+    return model
+
+
+def entity_model(contract: FeatureContract, entity_kind: str = "int") -> type[BaseModel]:
+    """One /predict_entity record: the entity key plus every request-time field."""
+    key = FieldSpec(contract.entity, entity_kind, "entity", "Entity key to look up")  # type: ignore[arg-type]
+    fields: dict[str, Any] = {contract.entity: _field(key, nullable=False)}
+    for spec in contract.request_fields:
+        fields[spec.name] = _field(spec, nullable=False)
+    model = create_model("EntityRecord", __base__=_Strict, **fields)
+    model.__doc__ = f"An entity of {contract.feature_service} plus request-time fields."
+    return model
+
+
+class Prediction(BaseModel):
+    """One record's answer."""
+
+    prediction: float | int | str | None = Field(
+        description="Predicted class (classification) or value (regression); null on error"
+    )
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="Probability per class (classification only)"
+    )
+    model_tag: str = Field(description="The BentoML model tag that answered")
+    imputed: list[str] = Field(
+        default_factory=list, description="Features that were missing and imputed"
+    )
+    error: str | None = Field(default=None, description="Why this record has no prediction")
+
+
+class Metadata(BaseModel):
+    model_tag: str = Field(description="The BentoML model tag")
+    bento_tag: str | None = Field(default=None, description="The Bento that carries it")
+    task: str = Field(description="binary, multiclass or regression")
+    metrics: dict[str, float] = Field(description="Holdout metrics of the model")
+    feature_service: str = Field(description="The Feast FeatureService: the feature contract")
+    features: list[str] = Field(description="Feature names, in contract order")
+    request_fields: list[str] = Field(description="Request-time fields")
+    model_inputs: list[str] = Field(description="Columns the model was trained on")
+    training_window: dict[str, str] = Field(description="First and last label timestamp")

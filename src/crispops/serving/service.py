@@ -1,0 +1,252 @@
+"""The champion as a BentoML service.
+
+``make_service(tag)`` builds the service class for one pinned model tag: its
+request models come from the feature contract stored with the model, so the
+HTTP schema always matches what the model was trained on. A Bento's entry
+module is two lines that call it with the champion's tag.
+"""
+
+# No `from __future__ import annotations`: BentoML reads the API methods'
+# annotations at class creation, and they name models built at run time.
+
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from crispops.config import ServingRuntime
+from crispops.contract import FeatureContract
+from crispops.serving.schemas import Metadata, Prediction, entity_model, record_model
+
+log = logging.getLogger("crispops.serving")
+
+MODEL_FILE = "model.joblib"
+
+
+class PredictionError(ValueError):
+    """A record the model cannot take; answered as a 4xx naming the record and field."""
+
+
+def _metadata_of(tag: str) -> dict[str, Any]:
+    return dict(bentoml.models.get(tag).info.metadata)
+
+
+class Predictor:
+    """Everything a worker needs to turn records into predictions (no HTTP here)."""
+
+    def __init__(self, model_dir: Path, metadata: dict[str, Any], model_tag: str) -> None:
+        import joblib
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)  # one BLAS/OpenMP thread per worker: workers share the cores
+        self.model = joblib.load(model_dir / MODEL_FILE)
+        self.model_tag = model_tag
+        self.meta = metadata
+        self.contract = FeatureContract.from_dict(metadata["contract"])
+        self.task: str = metadata["task"]
+        self.numeric: list[str] = list(metadata["numeric"])
+        self.categorical: list[str] = list(metadata["categorical"])
+        self.columns = self.numeric + self.categorical
+        self.classes = [str(c) for c in getattr(self.model, "classes_", [])]
+        self._store: Any = None
+
+    # -- prediction ---------------------------------------------------------------
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        data: dict[str, Any] = {}
+        for c in self.numeric:
+            data[c] = np.array([_num(r.get(c)) for r in rows], dtype="float64")
+        for c in self.categorical:
+            v = [r.get(c) for r in rows]
+            data[c] = np.array([None if x is None else str(x) for x in v], dtype=object)
+        return pd.DataFrame(data, columns=self.columns)
+
+    def predict_rows(self, rows: list[dict[str, Any]]) -> list[Prediction]:
+        if not rows:
+            return []
+        X = self.frame(rows)
+        if self.task == "regression":
+            values = self.model.predict(X)
+            return [Prediction(prediction=float(v), model_tag=self.model_tag) for v in values]
+        proba = self.model.predict_proba(X)
+        out = []
+        for p in proba:
+            best = int(p.argmax())
+            out.append(
+                Prediction(
+                    prediction=_label(self.model.classes_[best]),
+                    probabilities={c: round(float(x), 6) for c, x in zip(self.classes, p)},
+                    model_tag=self.model_tag,
+                )
+            )
+        return out
+
+    # -- online features ------------------------------------------------------------
+    def store(self, runtime: ServingRuntime) -> Any:
+        if self._store is None:
+            from feast import FeatureStore
+
+            if runtime.feature_repo is None:
+                raise RuntimeError("no feature repo configured (CRISPOPS_SERVING__FEATURE_REPO)")
+            repo = Path(runtime.feature_repo)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if runtime.feature_store_yaml:
+                    self._store = FeatureStore(
+                        repo_path=str(repo), fs_yaml_file=repo / runtime.feature_store_yaml
+                    )
+                else:
+                    self._store = FeatureStore(repo_path=str(repo))
+                self._service = self._store.get_feature_service(self.contract.feature_service)
+        return self._store
+
+    def lookup(self, runtime: ServingRuntime, rows: list[dict[str, Any]]) -> list[Prediction]:
+        """Read each entity's latest features from the online store and predict."""
+        store = self.store(runtime)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            online = store.get_online_features(features=self._service, entity_rows=rows).to_dict()
+        names = self.contract.feature_names
+        stored = self.contract.stored_feature_names
+        answers: list[Prediction | None] = [None] * len(rows)
+        ready: list[int] = []
+        merged: list[dict[str, Any]] = []
+        for i, row in enumerate(rows):
+            values = {name: online.get(name, [None] * len(rows))[i] for name in names}
+            values.update(row)
+            unknown = bool(stored) and all(values.get(n) is None for n in stored)
+            imputed: list[str] = []
+            if unknown:
+                if runtime.missing_entity == "error":
+                    key = row[self.contract.entity]
+                    answers[i] = Prediction(
+                        prediction=None,
+                        model_tag=self.model_tag,
+                        error=f"record {i}: {self.contract.entity}={key!r} is not in the online "
+                        "store (never materialized, or outside the feature TTL)",
+                    )
+                    continue
+                # the model's own imputer fills them (training medians, a "missing" category)
+                imputed = list(stored)
+            merged.append(values)
+            ready.append(i)
+            answers[i] = Prediction(prediction=None, model_tag=self.model_tag, imputed=imputed)
+        for i, pred in zip(ready, self.predict_rows(merged), strict=True):
+            prev = answers[i]
+            pred.imputed = prev.imputed if prev else []
+            answers[i] = pred
+        return [a for a in answers if a is not None]
+
+
+def _num(v: Any) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, bool):
+        return float(v)
+    return float(v)
+
+
+def _label(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def make_service(model_tag: str, bento_tag: str | None = None) -> type:
+    """Build the BentoML service class for one pinned model tag."""
+    runtime = ServingRuntime()
+    meta = _metadata_of(model_tag)
+    contract = FeatureContract.from_dict(meta["contract"])
+    Record = record_model(contract)
+    EntityRecord = entity_model(contract, meta.get("entity_kind", "int"))
+    max_batch = runtime.max_batch_size
+
+    Records = Annotated[
+        list[Record],  # type: ignore[valid-type]
+        Field(min_length=1, max_length=max_batch, description="Records to score"),
+    ]
+    EntityRecords = Annotated[
+        list[EntityRecord],  # type: ignore[valid-type]
+        Field(min_length=1, max_length=max_batch, description="Entities to score"),
+    ]
+
+    predictions = bentoml.metrics.Counter(
+        name="crispops_predictions",
+        documentation="Predictions served, by endpoint and outcome",
+        labelnames=["endpoint", "outcome"],
+    )
+    latency = bentoml.metrics.Histogram(
+        name="crispops_predict_seconds",
+        documentation="Time spent predicting, by endpoint",
+        labelnames=["endpoint"],
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    )
+
+    @bentoml.service(
+        name="crispops_model",
+        workers=runtime.workers,
+        traffic={"timeout": runtime.timeout_s, "max_concurrency": runtime.max_concurrency},
+        envs=[{"name": "OMP_NUM_THREADS", "value": "1"}],
+    )
+    class CrispopsModel:
+        """Scores records with the champion; looks features up in Feast by entity key."""
+
+        model_ref = bentoml.models.BentoModel(model_tag)
+
+        def __init__(self) -> None:
+            self.predictor = Predictor(Path(self.model_ref.path), meta, model_tag)
+            self.runtime = runtime
+
+        @bentoml.api(
+            batchable=True,
+            max_batch_size=max_batch,
+            max_latency_ms=runtime.max_latency_ms,
+        )
+        def predict(self, records: Records) -> list[Prediction]:
+            """Score records that carry every feature and request-time field."""
+            started = time.perf_counter()
+            rows = [r.model_dump() for r in records]
+            out = self.predictor.predict_rows(rows)
+            latency.labels(endpoint="predict").observe(time.perf_counter() - started)
+            predictions.labels(endpoint="predict", outcome="ok").inc(len(out))
+            return out
+
+        @bentoml.api
+        def predict_entity(self, records: EntityRecords) -> list[Prediction]:
+            """Score entities: features come from the online store, on-demand ones included."""
+            started = time.perf_counter()
+            out = self.predictor.lookup(self.runtime, [r.model_dump() for r in records])
+            latency.labels(endpoint="predict_entity").observe(time.perf_counter() - started)
+            for p in out:
+                outcome = "error" if p.error else ("imputed" if p.imputed else "ok")
+                predictions.labels(endpoint="predict_entity", outcome=outcome).inc()
+                if p.error:
+                    log.warning("predict_entity: %s", p.error)
+            return out
+
+        @bentoml.api(route="/metadata")
+        def metadata(self) -> Metadata:
+            """What answers: model tag, task, metrics, feature contract, training window."""
+            return _metadata_response(model_tag, bento_tag, meta, contract)
+
+    return CrispopsModel
+
+
+def _metadata_response(
+    model_tag: str, bento_tag: str | None, meta: dict[str, Any], contract: FeatureContract
+) -> BaseModel:
+    return Metadata(
+        model_tag=model_tag,
+        bento_tag=bento_tag,
+        task=meta["task"],
+        metrics={k: float(v) for k, v in meta.get("metrics", {}).items()},
+        feature_service=contract.feature_service,
+        features=contract.feature_names,
+        request_fields=contract.request_names,
+        model_inputs=list(meta["numeric"]) + list(meta["categorical"]),
+        training_window=dict(meta.get("training_window", {})),
+    )

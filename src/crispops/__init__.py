@@ -1,3 +1,4 @@
-"""crispops: the CRISP-DM cycle as Kubeflow pipelines over a Feast feature store, served by BentoML."""
+"""crispops: the CRISP-DM cycle as Kubeflow pipelines over a Feast feature store,
+served by BentoML."""
 
 __version__ = "0.1.0"

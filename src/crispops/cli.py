@@ -18,14 +18,14 @@ from crispops.config import SettingsError, bundled_demo_dir, env, load_settings
 
 app = typer.Typer(
     name="crispops",
-    help="The CRISP-DM cycle as Kubeflow pipelines over a Feast feature store, "
-    "served by BentoML.",
+    help="The CRISP-DM cycle as Kubeflow pipelines over a Feast feature store, served by BentoML.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-features_app = typer.Typer(help="The Feast feature store: apply, materialize, check.",
-                           no_args_is_help=True)
+features_app = typer.Typer(
+    help="The Feast feature store: apply, materialize, check.", no_args_is_help=True
+)
 app.add_typer(features_app, name="features")
 
 console = Console()
@@ -53,8 +53,15 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from crispops.io import DataFileError
     from crispops.steps.validate import DataValidationError
 
-    return (SettingsError, DataFileError, DataValidationError, UserError, FileNotFoundError,
-            LookupError, ValueError)
+    return (
+        SettingsError,
+        DataFileError,
+        DataValidationError,
+        UserError,
+        FileNotFoundError,
+        LookupError,
+        ValueError,
+    )
 
 
 def handle_errors(fn: F) -> F:
@@ -77,8 +84,11 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:
             if env("CRISPOPS_DEBUG"):
                 raise
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
-                      "Run again with CRISPOPS_DEBUG=1 for the traceback.", highlight=False)
+            err.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+                "Run again with CRISPOPS_DEBUG=1 for the traceback.",
+                highlight=False,
+            )
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -94,8 +104,10 @@ def _settings(project: Path | None) -> Any:
 @app.command("demo-data")
 @handle_errors
 def demo_data(
-    out: Annotated[Path | None, typer.Option(help="Output directory. Default: the demo "
-                                             "feature repo's data/ folder.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output directory. Default: the demo feature repo's data/ folder."),
+    ] = None,
     customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 1000,
     days: Annotated[int, typer.Option(min=90, help="Days of history.")] = 365,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
@@ -114,8 +126,10 @@ def demo_data(
     table.add_row("account_activity.parquet", f"{result.activity:,}")
     table.add_row("loan_applications.parquet (labels)", f"{result.applications:,}")
     console.print(table)
-    console.print(f"{result.customers:,} customers, {result.start:%Y-%m-%d} to "
-                  f"{result.end:%Y-%m-%d}, default rate {result.default_rate:.1%}")
+    console.print(
+        f"{result.customers:,} customers, {result.start:%Y-%m-%d} to "
+        f"{result.end:%Y-%m-%d}, default rate {result.default_rate:.1%}"
+    )
 
 
 # features ------------------------------------------------------------------------------
@@ -128,9 +142,11 @@ def features_apply(project: ProjectOpt = None) -> None:
     s = _settings(project)
     with console.status("applying feature definitions"):
         r = apply(s.repo_path)
-    console.print(f"[green]applied[/] project {r.project}: feature views "
-                  f"{', '.join(r.feature_views)}; on-demand {', '.join(r.on_demand_views) or '-'};"
-                  f" services {', '.join(r.feature_services)}")
+    console.print(
+        f"[green]applied[/] project {r.project}: feature views "
+        f"{', '.join(r.feature_views)}; on-demand {', '.join(r.on_demand_views) or '-'};"
+        f" services {', '.join(r.feature_services)}"
+    )
 
 
 @features_app.command("materialize")
@@ -142,13 +158,22 @@ def features_materialize(project: ProjectOpt = None) -> None:
     from crispops.steps.features import materialize
 
     s = _settings(project)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-                  "{task.total} views"), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} views"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         bar = progress.add_task("materializing", total=None)
 
         def on_view(name: str, i: int, n: int) -> None:
-            progress.update(bar, total=n, completed=i,
-                            description=f"materializing {name}" if name else "materialized")
+            progress.update(
+                bar,
+                total=n,
+                completed=i,
+                description=f"materializing {name}" if name else "materialized",
+            )
 
         with open(os.devnull, "w") as devnull, _stdout_to(devnull):
             result = materialize(s.repo_path, on_view=on_view)
@@ -171,8 +196,10 @@ def features_check(
     with console.status("comparing online and offline values"):
         r = check(s.repo_path, s.feature_store.feature_service, s.data.entity, sample=n)
     if r.ok:
-        console.print(f"[green]ok[/]: {r.compared:,} values of {r.entities} entities x "
-                      f"{r.features} features match (online == latest offline)")
+        console.print(
+            f"[green]ok[/]: {r.compared:,} values of {r.entities} entities x "
+            f"{r.features} features match (online == latest offline)"
+        )
         return
     table = Table(title="online differs from offline", show_lines=False)
     for col in (s.data.entity, "feature", "offline (latest)", "online"):
@@ -189,7 +216,8 @@ def features_check(
 @handle_errors
 def compile_(
     out: Annotated[Path, typer.Option(help="Directory for the IR YAML files.")] = Path(
-        "build/pipelines"),
+        "build/pipelines"
+    ),
     project: ProjectOpt = None,
 ) -> None:
     """Write each pipeline's IR YAML (for a Kubeflow Pipelines cluster)."""
@@ -237,8 +265,10 @@ def _run_pipeline(s: Any, runner: str, run_id: str | None) -> None:
         report = result.artifact("validate", "report")
         if step == "validate" and report and report.is_file():
             console.print(report.read_text())
-            err.print(f"[bold red]stopped at validate[/]: bad data, nothing trained or packaged. "
-                      f"Report: {report}")
+            err.print(
+                f"[bold red]stopped at validate[/]: bad data, nothing trained or packaged. "
+                f"Report: {report}"
+            )
         else:
             err.print(f"[bold red]the pipeline failed at {step}[/]: {_last_error(result)}")
         raise typer.Exit(1)
@@ -279,12 +309,16 @@ def _print_summary(s: Any, result: Any, champion: Any) -> None:
     else:
         console.print(f"[bold yellow]{reason}[/]")
     if champion:
-        console.print(f"champion: model [bold]{champion.model_tag}[/], Bento "
-                      f"[bold]{champion.bento_tag}[/] ({champion.metric} {champion.score:.4f})")
-    for label, task, name in (("EDA report", "explore", "report"),
-                              ("EDA summary", "explore", "summary"),
-                              ("validation", "validate", "report"),
-                              ("leaderboard", "select-champion", "leaderboard")):
+        console.print(
+            f"champion: model [bold]{champion.model_tag}[/], Bento "
+            f"[bold]{champion.bento_tag}[/] ({champion.metric} {champion.score:.4f})"
+        )
+    for label, task, name in (
+        ("EDA report", "explore", "report"),
+        ("EDA summary", "explore", "summary"),
+        ("validation", "validate", "report"),
+        ("leaderboard", "select-champion", "leaderboard"),
+    ):
         path = result.artifact(task, name)
         if path:
             console.print(f"{label}: {path}")
@@ -307,9 +341,11 @@ def demo(
     features_materialize(project=s.project_dir)
     features_check(project=s.project_dir, sample=None)
     _run_pipeline(s, "subprocess", None)
-    console.print("\nnext: [bold]crispops serve[/] then "
-                  "[bold]crispops predict --entity 1001 --field requested_amount=12000 "
-                  "--field term_months=36[/]")
+    console.print(
+        "\nnext: [bold]crispops serve[/] then "
+        "[bold]crispops predict --entity 1001 --field requested_amount=12000 "
+        "--field term_months=36[/]"
+    )
 
 
 # init -----------------------------------------------------------------------------------
@@ -317,26 +353,40 @@ def demo(
 @handle_errors
 def init(
     directory: Annotated[Path, typer.Argument(help="New project directory.")],
-    data: Annotated[Path, typer.Option(help="Parquet or CSV file with entity, timestamp, "
-                                       "label and feature columns.")],
+    data: Annotated[
+        Path,
+        typer.Option(help="Parquet or CSV file with entity, timestamp, label and feature columns."),
+    ],
     entity: Annotated[str, typer.Option(help="Entity key column.")],
     timestamp: Annotated[str, typer.Option(help="Event timestamp column.")],
     label: Annotated[str, typer.Option(help="Label column.")],
     task: Annotated[str, typer.Option(help="binary, multiclass or regression.")],
-    force: Annotated[bool, typer.Option(help="Write into an existing, non-empty directory.")]
-    = False,
+    force: Annotated[
+        bool, typer.Option(help="Write into an existing, non-empty directory.")
+    ] = False,
 ) -> None:
     """Scaffold a project (crispops.toml and a Feast repo) for your own tabular data."""
     from crispops.scaffold import scaffold
 
     if task not in {"binary", "multiclass", "regression"}:
         raise UserError(f"--task {task!r}: choose binary, multiclass or regression")
-    result = scaffold(directory, data=data, entity=entity, timestamp=timestamp, label=label,
-                      task=task, force=force)
-    console.print(f"[green]created[/] {result.directory}: {len(result.features)} features "
-                  f"({', '.join(result.features[:8])}{'...' if len(result.features) > 8 else ''})")
-    console.print(f"next: crispops features apply -p {directory} && "
-                  f"crispops features materialize -p {directory} && crispops run -p {directory}")
+    result = scaffold(
+        directory,
+        data=data,
+        entity=entity,
+        timestamp=timestamp,
+        label=label,
+        task=task,
+        force=force,
+    )
+    console.print(
+        f"[green]created[/] {result.directory}: {len(result.features)} features "
+        f"({', '.join(result.features[:8])}{'...' if len(result.features) > 8 else ''})"
+    )
+    console.print(
+        f"next: crispops features apply -p {directory} && "
+        f"crispops features materialize -p {directory} && crispops run -p {directory}"
+    )
 
 
 def _stdout_to(stream: Any) -> Any:

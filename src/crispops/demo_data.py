@@ -170,8 +170,8 @@ def generate(
             "created": created,
         }
     )
-    pc, pm = np.meshgrid(np.arange(n), np.arange(months), indexing="ij")
-    pc, pm = pc.ravel(), pm.ravel()
+    grid_c, grid_m = np.meshgrid(np.arange(n), np.arange(months), indexing="ij")
+    pc, pm = grid_c.ravel(), grid_m.ravel()
     jitter = pd.to_timedelta(rng.integers(0, 6 * 3600, pc.size), unit="s")
     snap_ts = pd.Timestamp(start) + pd.to_timedelta(pm * 30, unit="D") + jitter
     profiles = pd.DataFrame(

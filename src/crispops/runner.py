@@ -6,6 +6,7 @@ import contextlib
 import io
 import re
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,8 +30,13 @@ class _ProgressTee(io.TextIOBase):
         self.log = log
         self.on_event = on_event
         self.buffer_ = ""
+        self.lock = threading.Lock()  # parallel tasks log from several threads
 
     def write(self, s: str) -> int:
+        with self.lock:
+            return self._write(s)
+
+    def _write(self, s: str) -> int:
         self.log.write(s)
         self.buffer_ += s
         while "\n" in self.buffer_:
@@ -62,7 +68,12 @@ class RunResult:
         return hits[0] if hits else None
 
     def artifacts(self, task_prefix: str, name: str) -> list[Path]:
-        return sorted(self.root.glob(f"*/{task_prefix}*/{name}"))
+        return sorted(self.root.glob(f"*/**/{task_prefix}*/{name}"))
+
+    def completed(self) -> list[str]:
+        """Tasks that wrote their executor output (KFP's log can drop a parallel task's
+        'finished' line, so the outputs on disk are the record)."""
+        return sorted(p.parent.name for p in self.root.glob("*/**/executor_output.json"))
 
     @property
     def decision(self) -> dict[str, Any] | None:
@@ -77,7 +88,7 @@ def new_run_id() -> str:
 @contextlib.contextmanager
 def _redirect(stream: io.TextIOBase) -> Iterator[None]:
     old_out, old_err = sys.stdout, sys.stderr
-    sys.stdout = sys.stderr = stream  # type: ignore[assignment]
+    sys.stdout = sys.stderr = stream
     try:
         yield
     finally:

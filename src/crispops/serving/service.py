@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import bentoml
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from crispops.config import ServingRuntime
 from crispops.contract import FeatureContract
@@ -81,7 +81,9 @@ class Predictor:
             out.append(
                 Prediction(
                     prediction=_label(self.model.classes_[best]),
-                    probabilities={c: round(float(x), 6) for c, x in zip(self.classes, p)},
+                    probabilities={
+                        c: round(float(x), 6) for c, x in zip(self.classes, p, strict=False)
+                    },
                     model_tag=self.model_tag,
                 )
             )
@@ -209,7 +211,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         def predict(self, records: Records) -> list[Prediction]:
             """Score records that carry every feature and request-time field."""
             started = time.perf_counter()
-            rows = [r.model_dump() for r in records]
+            rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
             out = self.predictor.predict_rows(rows)
             latency.labels(endpoint="predict").observe(time.perf_counter() - started)
             predictions.labels(endpoint="predict", outcome="ok").inc(len(out))
@@ -219,7 +221,8 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         def predict_entity(self, records: EntityRecords) -> list[Prediction]:
             """Score entities: features come from the online store, on-demand ones included."""
             started = time.perf_counter()
-            out = self.predictor.lookup(self.runtime, [r.model_dump() for r in records])
+            rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
+            out = self.predictor.lookup(self.runtime, rows)
             latency.labels(endpoint="predict_entity").observe(time.perf_counter() - started)
             for p in out:
                 outcome = "error" if p.error else ("imputed" if p.imputed else "ok")
@@ -238,7 +241,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
 
 def _metadata_response(
     model_tag: str, bento_tag: str | None, meta: dict[str, Any], contract: FeatureContract
-) -> BaseModel:
+) -> Metadata:
     return Metadata(
         model_tag=model_tag,
         bento_tag=bento_tag,

@@ -32,7 +32,7 @@ def split(
         raise ValueError(f"split: {len(df)} rows are too few to split")
     if strategy == "time":
         ordered = df.sort_values(timestamp, kind="stable", ignore_index=True)
-        cut = int(round(len(ordered) * (1 - test_fraction)))
+        cut = round(len(ordered) * (1 - test_fraction))
         cut = min(max(cut, 1), len(ordered) - 1)
         # rows sharing the cutoff timestamp all go to the test side
         cutoff = ordered[timestamp].iloc[cut]

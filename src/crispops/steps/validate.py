@@ -207,6 +207,7 @@ def profile(df: pd.DataFrame, contract: FeatureContract, rules: Rules) -> dict[s
             entry["categories"] = {str(k): float(x) for k, x in shares.items()}
         feats[spec.name] = entry
     y = df[rules.label]
+    label: dict[str, Any]
     if rules.task == "regression":
         label = {
             "mean": float(y.mean()),

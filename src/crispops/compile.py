@@ -1,0 +1,61 @@
+"""Compile the pipelines to KFP IR YAML for a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crispops.config import Settings
+from crispops.images import COMPONENT_IMAGE
+
+PIPELINES = ("training",)
+
+
+def _pin_images(path: Path, image: str) -> None:
+    """Point every executor at the configured component image (same tag policy)."""
+    if image == COMPONENT_IMAGE:
+        return
+    docs = list(yaml.safe_load_all(path.read_text()))
+    for doc in docs:
+        executors = (doc or {}).get("deploymentSpec", {}).get("executors", {})
+        for spec in executors.values():
+            container = spec.get("container")
+            if container and container.get("image") == COMPONENT_IMAGE:
+                container["image"] = image
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def pipeline_arguments(settings: Settings, name: str) -> dict[str, Any]:
+    from crispops.lifecycle import candidate_items
+
+    if name == "training":
+        return {"config": settings.to_json(), "candidates": candidate_items(settings)}
+    return {"config": settings.to_json()}
+
+
+def pipeline_function(name: str) -> Any:
+    if name == "training":
+        from pipelines.training import training_pipeline
+
+        return training_pipeline
+    raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
+
+
+def compile_pipeline(settings: Settings, name: str, out_dir: Path) -> Path:
+    from kfp import compiler
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.yaml"
+    compiler.Compiler().compile(
+        pipeline_function(name),
+        package_path=str(path),
+        pipeline_parameters=pipeline_arguments(settings, name),
+    )
+    _pin_images(path, settings.cluster.component_image)
+    return path
+
+
+def compile_all(settings: Settings, out_dir: Path) -> dict[str, Path]:
+    return {name: compile_pipeline(settings, name, out_dir) for name in PIPELINES}

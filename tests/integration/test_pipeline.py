@@ -1,0 +1,157 @@
+"""The whole training pipeline through kfp.local's SubprocessRunner, on small data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crispops.champion import read_champion
+from crispops.config import Settings, load_settings
+from crispops.runner import RunResult, run_training
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FAST = [
+    {"name": "linear", "estimator": "logistic_regression", "search": {"C": [0.5]}},
+    {
+        "name": "trees",
+        "estimator": "hist_gradient_boosting",
+        "search": {"max_iter": [60], "max_leaf_nodes": [15]},
+    },
+]
+
+
+def settings_for(project: Path, **data: Any) -> Settings:
+    base = load_settings(project)
+    training = base.training.model_dump()
+    training["candidates"] = data.pop("candidates", FAST)
+    training.update(data.pop("training", {}))
+    return load_settings(project, data={**base.data.model_dump(), **data}, training=training)
+
+
+def steps(result: RunResult) -> list[str]:
+    return result.completed()
+
+
+def test_binary_run_trains_evaluates_and_packages(fresh_project: Path) -> None:
+    s = settings_for(fresh_project)
+    result = run_training(s)
+    assert result.ok, result.error
+    assert steps(result) == sorted(
+        [
+            "ingest",
+            "validate",
+            "explore",
+            "split",
+            "select-features",
+            "train",
+            "train",
+            "evaluate",
+            "evaluate",
+            "select-champion",
+            "package",
+        ]
+    )
+    champion = read_champion(s.champion_file)
+    assert champion is not None and champion.run_id == result.run_id
+    assert champion.candidate in {"linear", "trees"}
+    assert 0.6 < champion.metrics["roc_auc"] <= 1.0
+    assert Path(champion.model_file).is_file()
+    assert (s.bentoml_home / "bentos" / champion.bento_tag.replace(":", "/")).is_dir()
+    decision = result.decision
+    assert decision is not None and decision["promote"] is True
+    assert {r["candidate"] for r in decision["leaderboard"]} == {"linear", "trees"}
+    html = result.artifact("explore", "report")
+    assert html is not None and html.read_text().count("<svg") >= 5
+    evaluations = result.artifacts("evaluate", "evaluation")
+    assert len(evaluations) == 2
+
+    # A second run whose only candidate is worse leaves the champion as it was.
+    worse = settings_for(
+        fresh_project,
+        candidates=[
+            {
+                "name": "stump",
+                "estimator": "hist_gradient_boosting",
+                "search": {"max_iter": [1], "max_depth": [1]},
+            }
+        ],
+    )
+    second = run_training(worse)
+    assert second.ok, second.error
+    assert "package" not in steps(second)
+    assert read_champion(s.champion_file) == champion
+    assert second.decision is not None and second.decision["promote"] is False
+    assert "champion unchanged" in second.decision["reason"]
+
+
+def test_bad_data_stops_at_validate_and_packages_nothing(fresh_project: Path) -> None:
+    s = settings_for(fresh_project)
+    labels = pd.read_parquet(s.label_source_path)
+    bad = pd.concat([labels, labels.iloc[:25]])  # duplicate (entity, timestamp) rows
+    path = fresh_project / "feature_repo" / "data" / "bad_labels.parquet"
+    bad.to_parquet(path)
+    result = run_training(settings_for(fresh_project, label_source=str(path)))
+    assert not result.ok
+    assert result.failed_step == "validate"
+    assert "package" not in steps(result) and "train" not in steps(result)
+    report = result.artifact("validate", "report")
+    assert report is not None
+    assert "unique_entity_timestamp" in report.read_text()
+    assert read_champion(s.champion_file) is None
+    assert not (s.bentoml_home / "bentos").exists()
+
+
+def _derived_labels(project: Path, name: str, make: Any) -> Path:
+    s = load_settings(project)
+    labels = pd.read_parquet(s.label_source_path)
+    rng = np.random.default_rng(0)
+    labels[name] = make(labels, rng)
+    path = project / "feature_repo" / "data" / f"{name}.parquet"
+    labels.drop(columns=["defaulted"]).to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_other_task_types_run_from_settings_alone(fresh_project: Path, task: str) -> None:
+    if task == "multiclass":
+        path = _derived_labels(
+            fresh_project,
+            "risk_band",
+            lambda d, rng: np.select(
+                [d["defaulted"] == 1, d["requested_amount"] > 9000], ["default", "large"], "small"
+            ),
+        )
+        label, metric = "risk_band", "macro_f1"
+        candidates = FAST
+    else:
+        path = _derived_labels(
+            fresh_project,
+            "loss",
+            lambda d, rng: d["defaulted"] * d["requested_amount"] * rng.uniform(0.3, 1.0, len(d)),
+        )
+        label, metric = "loss", "rmse"
+        candidates = [{"name": "linear", "estimator": "ridge", "search": {"alpha": [1.0]}}, FAST[1]]
+    s = settings_for(
+        fresh_project,
+        label_source=str(path),
+        label=label,
+        task=task,
+        candidates=candidates,
+        training={"selection_metric": metric},
+    )
+    result = run_training(s)
+    assert result.ok, result.error
+    champion = read_champion(s.champion_file)
+    assert champion is not None and champion.metric == metric
+    evaluation = json.loads(result.artifacts("evaluate", "evaluation")[0].read_text())
+    expected = {
+        "multiclass": {"macro_f1", "accuracy", "log_loss"},
+        "regression": {"rmse", "mae", "r2"},
+    }[task]
+    assert set(evaluation["metrics"]) == expected

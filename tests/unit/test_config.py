@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from crispops.config import Settings, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "crispops.toml", tmp_path / "crispops.toml")
+    return tmp_path
+
+
+def edit(project: Path, old: str, new: str) -> None:
+    path = project / "crispops.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_demo_settings_load_with_absolute_paths(project: Path) -> None:
+    s = load_settings(project)
+    assert s.data.task == "binary"
+    assert s.label_source_path == project / "feature_repo/data/loan_applications.parquet"
+    assert [c.name for c in s.training.candidates] == ["logreg", "forest", "hgb"]
+    assert s.higher_is_better is True
+
+
+def test_env_overrides_nested_keys(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRISPOPS_TRAINING__PROMOTION_MARGIN", "0.02")
+    monkeypatch.setenv("CRISPOPS_SERVING__WORKERS", "3")
+    s = load_settings(project)
+    assert s.training.promotion_margin == 0.02
+    assert s.serving.workers == 3
+
+
+def test_json_round_trip_is_exact(project: Path) -> None:
+    s = load_settings(project)
+    again = Settings.from_json(s.to_json())
+    assert again == s
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("promotion_margin = 0.005", "promotion_margin = -1", "training.promotion_margin"),
+        ('selection_metric = "roc_auc"', 'selection_metric = "rmse"', "training.selection_metric"),
+        ('task = "binary"', 'task = "ranking"', "data.task"),
+        ('estimator = "random_forest"', 'estimator = "ridge"', "training.candidates[1]"),
+        ("cv_folds = 3", "cv_folds = 1", "training.cv_folds"),
+        ("[serving]", "[serving]\nbogus = 1", "serving.bogus"),
+        ('entity = "customer_id"', "", "data.entity"),
+        (
+            'component_image = "ghcr.io/crispops/crispops-components:0.1.0"',
+            'component_image = "ghcr.io/crispops/crispops-components:latest"',
+            "cluster.component_image",
+        ),
+    ],
+)
+def test_invalid_settings_name_the_key(project: Path, old: str, new: str, named: str) -> None:
+    edit(project, old, new)
+    with pytest.raises(SettingsError) as info:
+        load_settings(project)
+    assert named in str(info.value)
+    assert "crispops.toml" in str(info.value)
+
+
+def test_invalid_env_value_names_the_variable(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRISPOPS_SERVING__PORT", "not-a-port")
+    with pytest.raises(SettingsError, match="CRISPOPS_SERVING__PORT"):
+        load_settings(project)
+
+
+def test_duplicate_candidate_names_rejected(project: Path) -> None:
+    edit(project, 'name = "forest"', 'name = "logreg"')
+    with pytest.raises(SettingsError, match="repeated: logreg"):
+        load_settings(project)
+
+
+def test_broken_toml_and_missing_file(project: Path, tmp_path: Path) -> None:
+    (project / "crispops.toml").write_text("[data\nentity = ")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(project)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SettingsError, match=r"no crispops\.toml"):
+        load_settings(empty)

@@ -62,3 +62,31 @@ def fresh_project(tmp_path: Path, demo_project: Path) -> Path:
     apply(dest / "feature_repo")
     materialize(dest / "feature_repo")
     return dest
+
+
+FAST_CANDIDATES = [
+    {"name": "linear", "estimator": "logistic_regression", "search": {"C": [0.5]}},
+    {
+        "name": "trees",
+        "estimator": "hist_gradient_boosting",
+        "search": {"max_iter": [60], "max_leaf_nodes": [15]},
+    },
+]
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory, demo_project: Path) -> Path:
+    """A demo project whose pipeline has run once: a champion, its model and its Bento."""
+    from crispops.config import load_settings
+    from crispops.runner import run_training
+    from crispops.steps.features import apply, materialize
+
+    dest = tmp_path_factory.mktemp("trained") / "project"
+    shutil.copytree(demo_project, dest, ignore=shutil.ignore_patterns(".crispops", "*.db"))
+    apply(dest / "feature_repo")
+    materialize(dest / "feature_repo")
+    base = load_settings(dest)
+    training = {**base.training.model_dump(), "candidates": FAST_CANDIDATES}
+    result = run_training(load_settings(dest, training=training))
+    assert result.ok, result.error
+    return dest

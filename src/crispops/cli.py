@@ -389,6 +389,130 @@ def init(
     )
 
 
+# serving ---------------------------------------------------------------------------------
+def serving_env(s: Any) -> dict[str, str]:
+    """The environment a model server reads (crispops.config.serving_runtime)."""
+    sv = s.serving
+    envs = {
+        "BENTOML_HOME": str(s.bentoml_home),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "CRISPOPS_SERVING__WORKERS": str(sv.workers),
+        "CRISPOPS_SERVING__MAX_BATCH_SIZE": str(sv.max_batch_size),
+        "CRISPOPS_SERVING__MAX_LATENCY_MS": str(sv.max_latency_ms),
+        "CRISPOPS_SERVING__MAX_CONCURRENCY": str(sv.max_concurrency),
+        "CRISPOPS_SERVING__MISSING_ENTITY": sv.missing_entity,
+        "CRISPOPS_SERVING__FEATURE_REPO": str(s.repo_path),
+    }
+    if sv.online_store == "cluster":
+        envs["CRISPOPS_SERVING__FEATURE_STORE_YAML"] = s.feature_store.cluster_config
+    return envs
+
+
+@app.command("serve")
+@handle_errors
+def serve(
+    project: ProjectOpt = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: serving.port).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: serving.host).")] = None,
+) -> None:
+    """Serve the current champion's Bento on this machine (`bentoml serve`)."""
+    from crispops.champion import read_champion
+
+    s = _settings(project)
+    champion = read_champion(s.champion_file)
+    if champion is None:
+        raise UserError(f"{s.project_dir}: no champion yet; run `crispops run` first")
+    envs = {**os.environ, **serving_env(s)}
+    argv = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        champion.bento_tag,
+        "--host",
+        host or s.serving.host,
+        "--port",
+        str(port or s.serving.port),
+    ]
+    err.print(
+        f"serving {champion.bento_tag} ({champion.metric} {champion.score:.4f}) on "
+        f"http://{host or s.serving.host}:{port or s.serving.port}"
+    )
+    os.execve(sys.executable, argv, envs)
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@app.command("predict")
+@handle_errors
+def predict(
+    entity: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--entity", "-e", help="Entity key to score by its online features (repeatable)."
+        ),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field", "-f", help="NAME=VALUE request-time field, sent with every entity."
+        ),
+    ] = None,
+    records: Annotated[
+        Path | None,
+        typer.Option(
+            "--records", help="JSON file: a list of records holding every feature (POST /predict)."
+        ),
+    ] = None,
+    url: Annotated[str, typer.Option(help="Service address.")] = "http://127.0.0.1:3000",
+    project: ProjectOpt = None,
+) -> None:
+    """Call a running service: by entity key (/predict_entity) or with feature values
+    (/predict)."""
+    import httpx
+
+    if bool(entity) == bool(records):
+        raise UserError("give --entity KEY (with --field NAME=VALUE) or --records FILE")
+    if records is not None:
+        try:
+            body: Any = {"records": json.loads(records.read_text())}
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"--records {records}: {exc}") from None
+        path = "/predict"
+    else:
+        s = _settings(project)
+        extra: dict[str, Any] = {}
+        for item in field or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise UserError(f"--field {item!r}: expected NAME=VALUE")
+            extra[name] = _value(value)
+        body = {"records": [{s.data.entity: _value(k), **extra} for k in entity or []]}
+        path = "/predict_entity"
+    try:
+        resp = httpx.post(url.rstrip("/") + path, json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        raise UserError(
+            f"{url}: cannot reach the service ({exc}); is `crispops serve` running?"
+        ) from None
+    if resp.status_code >= 400:
+        err.print(f"[bold red]{resp.status_code}[/] {resp.text}", highlight=False)
+        raise typer.Exit(1)
+    console.print_json(resp.text)
+
+
 def _stdout_to(stream: Any) -> Any:
     import contextlib
 

@@ -143,6 +143,14 @@ class ServingSettings(_Section):
     online_store: Literal["local", "cluster"] = Field(
         default="local", description="local: the repo's feature_store.yaml; cluster: Redis."
     )
+    timeout_s: float = Field(default=30.0, gt=0, description="Request timeout, seconds.")
+    # Set for a running server (by `crispops serve` or the Deployment), not in crispops.toml:
+    feature_repo: Path | None = Field(
+        default=None, description="Feast repo the server reads online features from."
+    )
+    feature_store_yaml: str | None = Field(
+        default=None, description="feature_store.yaml file name inside feature_repo."
+    )
 
 
 class ClusterSettings(_Section):
@@ -253,20 +261,22 @@ class Settings(BaseSettings):
         return cls.model_validate_json(text)
 
 
-class ServingRuntime(BaseSettings):
-    """What a running model service reads from its environment (set by `crispops serve`
-    or by the Kubernetes Deployment): there is no crispops.toml inside a Bento."""
+class _ServingEnv(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
+    )
 
-    model_config = SettingsConfigDict(env_prefix="CRISPOPS_SERVING__", extra="ignore")
+    serving: ServingSettings = ServingSettings()
 
-    workers: int = Field(default=1, ge=1, le=64)
-    max_batch_size: int = Field(default=1000, ge=1)
-    max_latency_ms: int = Field(default=50, ge=1)
-    max_concurrency: int = Field(default=256, ge=1)
-    timeout_s: float = Field(default=30.0, gt=0)
-    missing_entity: Literal["error", "impute"] = "error"
-    feature_repo: Path | None = None
-    feature_store_yaml: str | None = None
+
+def serving_runtime() -> ServingSettings:
+    """The serving section from CRISPOPS_SERVING__* alone: what a running model server
+    reads (set by `crispops serve` or the Deployment; a Bento holds no crispops.toml)."""
+    try:
+        return _ServingEnv().serving
+    except ValidationError as exc:
+        lines = [_format_error(dict(e), Path("environment")) for e in exc.errors()]
+        raise SettingsError("invalid serving settings:\n  " + "\n  ".join(lines)) from None
 
 
 def _format_error(err: dict[str, Any], source: Path) -> str:

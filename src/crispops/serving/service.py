@@ -9,6 +9,7 @@ module is two lines that call it with the champion's tag.
 # No `from __future__ import annotations`: BentoML reads the API methods'
 # annotations at class creation, and they name models built at run time.
 
+import functools
 import logging
 import math
 import time
@@ -21,11 +22,47 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from crispops.config import ServingRuntime
+from crispops.config import ServingSettings, serving_runtime
 from crispops.contract import FeatureContract
 from crispops.serving.schemas import Metadata, Prediction, entity_model, record_model
 
 log = logging.getLogger("crispops.serving")
+
+
+class _BadInputAsWarning(logging.Filter):
+    """BentoML logs a rejected request (400) as an error with a traceback; a client's
+    bad input is not a server error, so it becomes one warning line naming the problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        from bentoml.exceptions import BentoMLException
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            detail = f"{exc.error_count()} problem(s): {problems}"
+        elif isinstance(exc, BentoMLException) and int(exc.error_code) < 500:
+            detail = str(exc)
+        else:
+            return True
+        record.msg = f"rejected bad input: {record.getMessage()}: {detail}"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def install_log_filter() -> None:
+    for name in ("bentoml._internal.server.http_app", "bentoml"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _BadInputAsWarning) for f in logger.filters):
+            logger.addFilter(_BadInputAsWarning())
+
 
 MODEL_FILE = "model.joblib"
 
@@ -90,7 +127,7 @@ class Predictor:
         return out
 
     # -- online features ------------------------------------------------------------
-    def store(self, runtime: ServingRuntime) -> Any:
+    def store(self, runtime: ServingSettings) -> Any:
         if self._store is None:
             from feast import FeatureStore
 
@@ -108,7 +145,7 @@ class Predictor:
                 self._service = self._store.get_feature_service(self.contract.feature_service)
         return self._store
 
-    def lookup(self, runtime: ServingRuntime, rows: list[dict[str, Any]]) -> list[Prediction]:
+    def lookup(self, runtime: ServingSettings, rows: list[dict[str, Any]]) -> list[Prediction]:
         """Read each entity's latest features from the online store and predict."""
         store = self.store(runtime)
         with warnings.catch_warnings():
@@ -160,7 +197,7 @@ def _label(v: Any) -> Any:
 
 def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     """Build the BentoML service class for one pinned model tag."""
-    runtime = ServingRuntime()
+    runtime = serving_runtime()
     meta = _metadata_of(model_tag)
     contract = FeatureContract.from_dict(meta["contract"])
     Record = record_model(contract)
@@ -200,8 +237,11 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         model_ref = bentoml.models.BentoModel(model_tag)
 
         def __init__(self) -> None:
+            install_log_filter()
             self.predictor = Predictor(Path(self.model_ref.path), meta, model_tag)
             self.runtime = runtime
+            if runtime.feature_repo is not None:
+                self.predictor.store(runtime)  # connect now, not on the first request
 
         @bentoml.api(
             batchable=True,
@@ -212,7 +252,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             """Score records that carry every feature and request-time field."""
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
-            out = self.predictor.predict_rows(rows)
+            out = _guarded(self.predictor.predict_rows, rows)
             latency.labels(endpoint="predict").observe(time.perf_counter() - started)
             predictions.labels(endpoint="predict", outcome="ok").inc(len(out))
             return out
@@ -222,7 +262,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             """Score entities: features come from the online store, on-demand ones included."""
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
-            out = self.predictor.lookup(self.runtime, rows)
+            out = _guarded(functools.partial(self.predictor.lookup, self.runtime), rows)
             latency.labels(endpoint="predict_entity").observe(time.perf_counter() - started)
             for p in out:
                 outcome = "error" if p.error else ("imputed" if p.imputed else "ok")
@@ -231,12 +271,44 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                     log.warning("predict_entity: %s", p.error)
             return out
 
-        @bentoml.api(route="/metadata")
-        def metadata(self) -> Metadata:
-            """What answers: model tag, task, metrics, feature contract, training window."""
-            return _metadata_response(model_tag, bento_tag, meta, contract)
+    return bentoml.asgi_app(_metadata_app(model_tag, bento_tag, meta, contract))(CrispopsModel)
 
-    return CrispopsModel
+
+def _guarded(fn: Any, rows: list[dict[str, Any]]) -> list[Prediction]:
+    """Values the model cannot take answer 400 naming the record, never a 500."""
+    from bentoml.exceptions import InvalidArgument
+
+    try:
+        return fn(rows)
+    except (ValueError, TypeError) as exc:
+        bad = _first_bad_record(fn, rows)
+        raise InvalidArgument(f"{bad}: {exc}" if bad else str(exc)) from None
+
+
+def _first_bad_record(fn: Any, rows: list[dict[str, Any]]) -> str | None:
+    for i, row in enumerate(rows):
+        try:
+            fn([row])
+        except (ValueError, TypeError):
+            return f"record {i}"
+    return None
+
+
+def _metadata_app(
+    model_tag: str, bento_tag: str | None, meta: dict[str, Any], contract: FeatureContract
+) -> Any:
+    """GET /metadata, mounted beside BentoML's own routes."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    body = _metadata_response(model_tag, bento_tag, meta, contract).model_dump()
+
+    async def metadata(request: Request) -> JSONResponse:
+        return JSONResponse(body)
+
+    return Starlette(routes=[Route("/metadata", metadata, methods=["GET"])])
 
 
 def _metadata_response(

@@ -1,0 +1,349 @@
+"""The champion's BentoML service: in process through its ASGI app, and as real
+`bentoml serve` processes over HTTP with the SQLite and Redis online stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from crispops.champion import read_champion
+from crispops.cli import serving_env
+from crispops.config import load_settings
+from crispops.contract import load_contract
+from crispops.serving.schemas import entity_model, record_model
+from tests.conftest import service_available
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def feature_row(project: Path, entity: int | None = None) -> dict[str, Any]:
+    """A real record: an ingested training row's features and request fields."""
+    import pandas as pd
+
+    from crispops.contract import feature_store
+    from crispops.steps.ingest import ingest
+
+    s = load_settings(project)
+    store = feature_store(s)
+    contract = load_contract(s, store)
+    df, _ = ingest(store, contract, s.label_source_path, s.data.timestamp, s.data.label)
+    row = df.dropna().iloc[-1]
+    out = {}
+    for name in contract.input_names:
+        v = row[name]
+        out[name] = v.item() if hasattr(v, "item") else v
+        if isinstance(out[name], float) and pd.isna(out[name]):
+            out[name] = None
+    return out
+
+
+@pytest.fixture(scope="module")
+def record(trained_project: Path) -> dict[str, Any]:
+    return feature_row(trained_project)
+
+
+@pytest.fixture(scope="module")
+def known_entity(trained_project: Path) -> int:
+    import pandas as pd
+
+    s = load_settings(trained_project)
+    labels = pd.read_parquet(s.label_source_path)
+    return int(labels.sort_values(s.data.timestamp)[s.data.entity].iloc[-1])
+
+
+# -- the contract -------------------------------------------------------------------------
+def test_request_models_are_derived_from_the_feature_service(demo_project: Path) -> None:
+    s = load_settings(demo_project)
+    contract = load_contract(s)
+    from feast import FeatureStore
+
+    service = FeatureStore(repo_path=str(s.repo_path)).get_feature_service(
+        s.feature_store.feature_service
+    )
+    feast_features = [f.name for p in service.feature_view_projections for f in p.features]
+    request = ["requested_amount", "term_months"]  # the on-demand view's RequestSource
+    assert list(record_model(contract).model_fields) == feast_features + request
+    assert list(entity_model(contract).model_fields) == [s.data.entity, *request]
+    assert contract.request_names == request
+
+
+# -- in process, through the ASGI app --------------------------------------------------------
+@pytest.fixture(scope="module")
+def client(trained_project: Path) -> Iterator[Any]:
+    from starlette.testclient import TestClient
+
+    s = load_settings(trained_project)
+    champion = read_champion(s.champion_file)
+    assert champion is not None
+    saved = dict(os.environ)
+    os.environ.update(serving_env(s))
+    os.environ["CRISPOPS_SERVING__MAX_BATCH_SIZE"] = "50"
+    try:
+        from crispops.serving.service import make_service
+
+        svc = make_service(champion.model_tag, bento_tag=champion.bento_tag)
+        with TestClient(svc.to_asgi()) as c:
+            yield c
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_predict_answers_with_class_probabilities_and_tag(
+    client: Any, record: dict[str, Any], trained_project: Path
+) -> None:
+    champion = read_champion(load_settings(trained_project).champion_file)
+    assert champion is not None
+    resp = client.post("/predict", json={"records": [record, record]})
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert len(out) == 2
+    assert out[0]["model_tag"] == champion.model_tag
+    assert out[0]["prediction"] in (0, 1)
+    assert abs(sum(out[0]["probabilities"].values()) - 1.0) < 1e-6
+    assert out[0] == out[1]
+
+
+def test_predict_entity_reads_online_features(client: Any, known_entity: int) -> None:
+    body = {
+        "records": [
+            {"customer_id": known_entity, "requested_amount": 12000.0, "term_months": 36},
+            {"customer_id": -5, "requested_amount": 12000.0, "term_months": 36},
+        ]
+    }
+    resp = client.post("/predict_entity", json=body)
+    assert resp.status_code == 200, resp.text
+    known, unknown = resp.json()
+    assert known["error"] is None and known["prediction"] in (0, 1)
+    assert unknown["prediction"] is None
+    assert "record 1" in unknown["error"] and "customer_id=-5" in unknown["error"]
+
+
+def test_metadata_and_probes(client: Any, trained_project: Path) -> None:
+    meta = client.get("/metadata")
+    assert meta.status_code == 200
+    data = meta.json()
+    assert data["feature_service"] == "credit_default_v1"
+    assert data["task"] == "binary" and "roc_auc" in data["metrics"]
+    assert data["request_fields"] == ["requested_amount", "term_months"]
+    assert set(data["training_window"]) == {"start", "end"}
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/livez").status_code == 200
+
+
+def test_metrics_count_predictions_by_outcome(client: Any, record: dict[str, Any]) -> None:
+    client.post("/predict", json={"records": [record]})
+    client.post(
+        "/predict_entity",
+        json={"records": [{"customer_id": -7, "requested_amount": 1.0, "term_months": 12}]},
+    )
+    text = client.get("/metrics").text
+    assert 'crispops_predictions_total{endpoint="predict",outcome="ok"}' in text
+    assert 'endpoint="predict_entity",outcome="error"' in text
+    assert "crispops_predict_seconds_bucket" in text
+
+
+BAD = [
+    ("malformed json", b'{"records": [', "json_invalid", None),
+    ("empty batch", {"records": []}, "too_short", "records"),
+    ("missing field", "drop:credit_score", "missing", "records.0.credit_score"),
+    ("extra field", "add:shoe_size", "extra_forbidden", "records.0.shoe_size"),
+    ("wrong type", "set:annual_income=abc", "float_parsing", "records.0.annual_income"),
+    ("string for a category", "setnum:home_ownership=5", "string_type", "records.0.home_ownership"),
+    ("infinity", b"INF", "finite_number", "records.0.annual_income"),
+    ("nan", b"NAN", "finite_number", "records.0.annual_income"),
+    ("null request field", "set:term_months=None", "int_type", "records.0.term_months"),
+    ("over the batch maximum", "many:51", "too_long", "records"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "kind", "where"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_4xx_naming_field_and_record(
+    client: Any, record: dict[str, Any], case: str, body: Any, kind: str, where: str | None
+) -> None:
+    content: bytes
+    if isinstance(body, bytes) and body in (b"INF", b"NAN"):
+        text = json.dumps({"records": [record]})
+        literal = "Infinity" if body == b"INF" else "NaN"
+        content = text.replace(
+            f'"annual_income": {json.dumps(record["annual_income"])}',
+            f'"annual_income": {literal}',
+            1,
+        ).encode()
+    elif isinstance(body, bytes):
+        content = body
+    elif isinstance(body, dict):
+        content = json.dumps(body).encode()
+    else:
+        op, _, arg = body.partition(":")
+        rec = dict(record)
+        if op == "drop":
+            del rec[arg]
+        elif op == "add":
+            rec[arg] = 1
+        elif op in ("set", "setnum"):
+            name, _, value = arg.partition("=")
+            rec[name] = None if value == "None" else (int(value) if op == "setnum" else value)
+        records = [rec] * (int(arg) if op == "many" else 1)
+        content = json.dumps({"records": records}).encode()
+    resp = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert resp.status_code in (400, 422), (case, resp.status_code, resp.text)
+    data = resp.json()
+    kinds = [d["type"] for d in data["detail"]]
+    assert kind in kinds, (case, data)
+    if where is not None:
+        locs = [".".join(str(p) for p in d["loc"]) for d in data["detail"]]
+        assert where in locs, (case, locs)
+
+
+# -- real `bentoml serve` processes -----------------------------------------------------------
+class Server:
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"server not ready: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+def serve_bento(project: Path, tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
+    """`bentoml serve <bento tag>`: the Bento the pipeline's package step built."""
+    s = load_settings(project)
+    champion = read_champion(s.champion_file)
+    assert champion is not None
+    port = free_port()
+    env = {**os.environ, **serving_env(s), **(extra_env or {})}
+    argv = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        champion.bento_tag,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = Server(argv, env, port, tmp / f"serve-{port}.log")
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def bento_server(
+    trained_project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    server = serve_bento(trained_project, tmp_path_factory.mktemp("serve"))
+    yield server
+    server.stop()
+
+
+def test_the_packaged_bento_serves_both_endpoints(
+    bento_server: Server, record: dict[str, Any], known_entity: int
+) -> None:
+    ready = httpx.get(bento_server.url + "/readyz", timeout=5)
+    assert ready.status_code == 200
+    resp = httpx.post(bento_server.url + "/predict", json={"records": [record]}, timeout=10)
+    assert resp.status_code == 200 and resp.json()[0]["prediction"] in (0, 1)
+    resp = httpx.post(
+        bento_server.url + "/predict_entity",
+        json={
+            "records": [
+                {"customer_id": known_entity, "requested_amount": 5000.0, "term_months": 24}
+            ]
+        },
+        timeout=10,
+    )
+    assert resp.status_code == 200 and resp.json()[0]["error"] is None
+    bad = httpx.post(bento_server.url + "/predict", json={"records": [{"x": 1}]}, timeout=10)
+    assert bad.status_code == 400
+    log = bento_server.log.read_text()
+    assert "Traceback" not in log
+    assert "rejected bad input" in log
+
+
+def test_predict_entity_on_redis(trained_project: Path, tmp_path: Path, known_entity: int) -> None:
+    service_available("127.0.0.1", 6379, "Redis")
+    from crispops.steps.features import apply, materialize
+
+    project = tmp_path / "p"
+    shutil.copytree(trained_project, project, ignore=shutil.ignore_patterns("*.db"))
+    repo = project / "feature_repo"
+    (repo / "feature_store.redis.yaml").write_text(
+        "project: crispops_serving_redis\nprovider: local\nregistry: data/registry_redis.db\n"
+        "online_store:\n  type: redis\n  connection_string: 127.0.0.1:6379\n"
+        "offline_store:\n  type: duckdb\nentity_key_serialization_version: 3\n"
+    )
+    apply(repo, config_file="feature_store.redis.yaml")
+    materialize(repo, config_file="feature_store.redis.yaml")
+    server = serve_bento(
+        project,
+        tmp_path,
+        {
+            "CRISPOPS_SERVING__FEATURE_REPO": str(repo),
+            "CRISPOPS_SERVING__FEATURE_STORE_YAML": "feature_store.redis.yaml",
+            "BENTOML_HOME": str(load_settings(trained_project).bentoml_home),
+        },
+    )
+    try:
+        resp = httpx.post(
+            server.url + "/predict_entity",
+            json={
+                "records": [
+                    {"customer_id": known_entity, "requested_amount": 5000.0, "term_months": 24},
+                    {"customer_id": -1, "requested_amount": 5000.0, "term_months": 24},
+                ]
+            },
+            timeout=10,
+        )
+        assert resp.status_code == 200, resp.text
+        known, unknown = resp.json()
+        assert known["error"] is None and known["prediction"] in (0, 1)
+        assert "not in the online store" in unknown["error"]
+    finally:
+        server.stop()

@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +19,9 @@ from crispops.config import load_settings
 from crispops.contract import load_contract
 from crispops.serving.schemas import entity_model, record_model
 from tests.conftest import service_available
+from tests.servers import Server, serve_bento
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def feature_row(project: Path, entity: int | None = None) -> dict[str, Any]:
@@ -214,66 +205,6 @@ def test_bad_input_is_a_4xx_naming_field_and_record(
 
 
 # -- real `bentoml serve` processes -----------------------------------------------------------
-class Server:
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self.proc = subprocess.Popen(
-            argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"server not ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-
-
-def serve_bento(project: Path, tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
-    """`bentoml serve <bento tag>`: the Bento the pipeline's package step built."""
-    s = load_settings(project)
-    champion = read_champion(s.champion_file)
-    assert champion is not None
-    port = free_port()
-    env = {**os.environ, **serving_env(s), **(extra_env or {})}
-    argv = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        champion.bento_tag,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    server = Server(argv, env, port, tmp / f"serve-{port}.log")
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
 @pytest.fixture(scope="module")
 def bento_server(
     trained_project: Path, tmp_path_factory: pytest.TempPathFactory

@@ -6,7 +6,7 @@ FeatureService (features) or its on-demand views' request sources.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -15,10 +15,14 @@ from crispops.contract import FeatureContract, FieldSpec
 _PY = {"float": float, "int": int, "string": str, "bool": bool}
 
 
+INT64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+
 def _field(spec: FieldSpec, *, nullable: bool) -> tuple[Any, Any]:
     py: Any = _PY[spec.kind]
     if spec.kind == "int":
-        py = int | float if nullable else int  # feature ints can arrive as floats after joins
+        # stores hold 64-bit integers; feature ints can arrive as floats after joins
+        py = INT64 | float if nullable else INT64
     desc = spec.description or f"{spec.kind} from {spec.source}"
     if nullable:
         return (py | None, Field(..., description=f"{desc} (null when unknown)"))

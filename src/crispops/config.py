@@ -132,7 +132,11 @@ class ServingSettings(_Section):
     port: int = Field(default=3000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     max_batch_size: int = Field(default=1000, ge=1)
-    max_latency_ms: int = Field(default=50, ge=1)
+    max_latency_ms: int = Field(
+        default=500,
+        ge=1,
+        description="Adaptive batching: a request that would wait longer is shed (503).",
+    )
     max_concurrency: int = Field(
         default=256, ge=1, description="Requests in flight per worker before 503s shed load."
     )
@@ -144,6 +148,13 @@ class ServingSettings(_Section):
         default="local", description="local: the repo's feature_store.yaml; cluster: Redis."
     )
     timeout_s: float = Field(default=30.0, gt=0, description="Request timeout, seconds.")
+    access_log: bool = Field(
+        default=False,
+        description="Log every request (BentoML's access log); metrics count them anyway.",
+    )
+    tracing: bool = Field(
+        default=False, description="OpenTelemetry spans for the prediction endpoints."
+    )
     # Set for a running server (by `crispops serve` or the Deployment), not in crispops.toml:
     feature_repo: Path | None = Field(
         default=None, description="Feast repo the server reads online features from."

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from crispops.config import ServingSettings, serving_runtime
 from crispops.contract import FeatureContract
+from crispops.serving.fastpath import FastPipeline
 from crispops.serving.schemas import Metadata, Prediction, entity_model, record_model
 
 log = logging.getLogger("crispops.serving")
@@ -92,6 +93,7 @@ class Predictor:
         self.categorical: list[str] = list(metadata["categorical"])
         self.columns = self.numeric + self.categorical
         self.classes = [str(c) for c in getattr(self.model, "classes_", [])]
+        self.fast = FastPipeline.from_pipeline(self.model)
         self._store: Any = None
 
     # -- prediction ---------------------------------------------------------------
@@ -104,14 +106,20 @@ class Predictor:
             data[c] = np.array([None if x is None else str(x) for x in v], dtype=object)
         return pd.DataFrame(data, columns=self.columns)
 
+    def _run(self, rows: list[dict[str, Any]], method: str) -> np.ndarray:
+        if self.fast is None:
+            return np.asarray(getattr(self.model, method)(self.frame(rows)))
+        num = np.array([[_num(r.get(c)) for c in self.numeric] for r in rows], dtype="float64")
+        cat = [[r.get(c) for c in self.categorical] for r in rows]
+        return np.asarray(getattr(self.fast, method)(num.reshape(len(rows), -1), cat))
+
     def predict_rows(self, rows: list[dict[str, Any]]) -> list[Prediction]:
         if not rows:
             return []
-        X = self.frame(rows)
         if self.task == "regression":
-            values = self.model.predict(X)
+            values = self._run(rows, "predict")
             return [Prediction(prediction=float(v), model_tag=self.model_tag) for v in values]
-        proba = self.model.predict_proba(X)
+        proba = self._run(rows, "predict_proba")
         out = []
         for p in proba:
             best = int(p.argmax())
@@ -198,6 +206,9 @@ def _label(v: Any) -> Any:
 def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     """Build the BentoML service class for one pinned model tag."""
     runtime = serving_runtime()
+    # BentoML 1.4 and pydantic 2.14 warn on every request from inside BentoML; in a
+    # server process that is noise on stderr and time on the hot path.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     meta = _metadata_of(model_tag)
     contract = FeatureContract.from_dict(meta["contract"])
     Record = record_model(contract)
@@ -229,6 +240,10 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         name="crispops_model",
         workers=runtime.workers,
         traffic={"timeout": runtime.timeout_s, "max_concurrency": runtime.max_concurrency},
+        logging={"access": {"enabled": runtime.access_log}},
+        # Spans cost a fifth of the CPU per request; trace the prediction endpoints only
+        # when asked (serving.tracing), never the probes and metrics.
+        tracing={"excluded_urls": _untraced(runtime.tracing)},
         envs=[{"name": "OMP_NUM_THREADS", "value": "1"}],
     )
     class CrispopsModel:
@@ -271,7 +286,17 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                     log.warning("predict_entity: %s", p.error)
             return out
 
-    return bentoml.asgi_app(_metadata_app(model_tag, bento_tag, meta, contract))(CrispopsModel)
+    service = bentoml.asgi_app(_metadata_app(model_tag, bento_tag, meta, contract))(CrispopsModel)
+    # BentoML derives a list response's media type from its JSON schema, rebuilt on every
+    # request (a third of the CPU time under load); the answer is always JSON.
+    for api in service.apis.values():
+        api.output_spec.media_type = "application/json"
+    return service
+
+
+def _untraced(tracing: bool) -> list[str]:
+    quiet = ["/livez", "/readyz", "/metrics", "/metadata"]
+    return quiet if tracing else [*quiet, "/predict", "/predict_entity"]
 
 
 def _guarded(fn: Any, rows: list[dict[str, Any]]) -> list[Prediction]:

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crispops.serving.fastpath import FastPipeline
+from crispops.steps.train import to_frame, train
+from tests.unit.steps.conftest import make_frame
+
+NUM = ["x1", "x2", "n1", "noise", "req"]
+CAT = ["cat"]
+
+
+@pytest.mark.parametrize(
+    ("task", "estimator", "method"),
+    [
+        ("binary", "hist_gradient_boosting", "predict_proba"),
+        ("binary", "logistic_regression", "predict_proba"),
+        ("multiclass", "random_forest", "predict_proba"),
+        ("regression", "ridge", "predict"),
+    ],
+)
+def test_fast_path_equals_the_pipeline(task: str, estimator: str, method: str) -> None:
+    df = make_frame(task, n=400)
+    metric = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}[task]
+    model, _ = train(
+        df,
+        name="c",
+        estimator=estimator,
+        search={},
+        numeric=NUM,
+        categorical=CAT,
+        label="y",
+        task=task,
+        metric=metric,
+    )
+    fast = FastPipeline.from_pipeline(model)
+    assert fast is not None
+    probe = df.iloc[:60].copy()
+    probe.loc[probe.index[:10], "x2"] = np.nan  # missing numbers
+    probe.loc[probe.index[10:15], "cat"] = "never-seen"  # unseen category
+    probe.loc[probe.index[15:20], "cat"] = None  # missing category
+    X = to_frame(probe, NUM, CAT)
+    expected = getattr(model, method)(X)
+    got = getattr(fast, method)(X[NUM].to_numpy(float), X[CAT].values.tolist())
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_unknown_structure_falls_back() -> None:
+    assert FastPipeline.from_pipeline(object()) is None

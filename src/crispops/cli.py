@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from crispops.config import SettingsError, bundled_demo_dir, env, load_settings
@@ -79,13 +80,14 @@ def handle_errors(fn: F) -> F:
         except _known_errors() as exc:
             if env("CRISPOPS_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
         except Exception as exc:
             if env("CRISPOPS_DEBUG"):
                 raise
             err.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+                f"[bold red]internal error:[/] {type(exc).__name__}: "
+                f"{escape(str(exc))}\n"
                 "Run again with CRISPOPS_DEBUG=1 for the traceback.",
                 highlight=False,
             )
@@ -246,19 +248,19 @@ def _run_pipeline(s: Any, runner: str, run_id: str | None) -> None:
     from crispops.champion import read_champion
     from crispops.runner import run_training
 
+    # KFP's output is captured into the run log while the pipeline runs; progress goes
+    # to the terminal through a console bound to the real stdout, never into that capture.
+    live = Console(file=sys.stdout)
+
     def on_event(kind: str, task: str, status: str) -> None:
         if kind == "start":
-            console.print(f"  [cyan]>[/] {task}", highlight=False)
+            live.print(f"  [cyan]>[/] {task}", highlight=False)
         else:
             mark = "[green]ok[/]" if status == "SUCCESS" else f"[red]{status}[/]"
-            took = next((t for n, st, t in reversed(result_steps) if n == task), None)
-            del took
-            console.print(f"  {mark} {task}", highlight=False)
+            live.print(f"  {mark} {task}", highlight=False)
 
-    result_steps: list[tuple[str, str, float]] = []
     console.print(f"[bold]training pipeline[/] ({runner} runner), project {s.project_dir}")
     result = run_training(s, on_event=on_event, runner=runner, run_id=run_id)
-    result_steps.extend(result.steps)
     console.print(f"log: {result.log}")
     if not result.ok:
         step = result.failed_step or "?"

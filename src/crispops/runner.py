@@ -30,7 +30,7 @@ class _ProgressTee(io.TextIOBase):
         self.log = log
         self.on_event = on_event
         self.buffer_ = ""
-        self.lock = threading.Lock()  # parallel tasks log from several threads
+        self.lock = threading.RLock()  # parallel tasks log from several threads
 
     def write(self, s: str) -> int:
         with self.lock:

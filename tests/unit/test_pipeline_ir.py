@@ -1,0 +1,74 @@
+"""The compiled IR: one task per step, a ParallelFor over candidates, wired as designed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crispops.compile import compile_all
+from crispops.config import load_settings
+from crispops.images import COMPONENT_IMAGE
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    project = tmp_path_factory.mktemp("p")
+    shutil.copy(ROOT / "crispops.toml", project / "crispops.toml")
+    paths = compile_all(load_settings(project), project / "out")
+    return yaml.safe_load(paths["training"].read_text())
+
+
+def test_one_task_per_step(ir: dict) -> None:
+    root = ir["root"]["dag"]["tasks"]
+    assert set(root) == {
+        "ingest",
+        "validate",
+        "explore",
+        "split",
+        "select-features",
+        "for-loop-1",
+        "select-champion",
+        "condition-2",
+    }
+    loop = ir["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert set(loop) == {"train", "evaluate"}
+    cond = ir["components"]["comp-condition-2"]["dag"]["tasks"]
+    assert set(cond) == {"package"}
+
+
+def test_wiring(ir: dict) -> None:
+    root = ir["root"]["dag"]["tasks"]
+    assert root["validate"]["dependentTasks"] == ["ingest"]
+    assert set(root["split"]["dependentTasks"]) == {"ingest", "validate"}
+    assert set(root["explore"]["dependentTasks"]) == {"ingest", "validate"}
+    assert "split" in root["select-features"]["dependentTasks"]
+    assert root["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("candidates")
+    assert root["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 2
+    assert "for-loop-1" in root["select-champion"]["dependentTasks"]
+    trigger = root["condition-2"]["triggerPolicy"]["condition"]
+    assert "select-champion" in trigger and "== true" in trigger
+    loop = ir["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert loop["evaluate"]["dependentTasks"] == ["train"]
+
+
+def test_candidates_and_config_are_parameters(ir: dict) -> None:
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    assert {"config", "candidates", "run_id"} <= set(params)
+    names = [c["name"] for c in params["candidates"]["defaultValue"]]
+    assert names == ["logreg", "forest", "hgb"]
+
+
+def test_every_executor_uses_the_pinned_component_image(ir: dict) -> None:
+    executors = ir["deploymentSpec"]["executors"]
+    assert len(executors) == 9
+    for spec in executors.values():
+        container = spec["container"]
+        assert container["image"] == COMPONENT_IMAGE
+        assert not COMPONENT_IMAGE.endswith(":latest")
+        script = " ".join(container.get("command", []) + container.get("args", []))
+        assert "pip install" not in script

@@ -110,7 +110,7 @@ def demo_data(
         Path | None,
         typer.Option(help="Output directory. Default: the demo feature repo's data/ folder."),
     ] = None,
-    customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 1000,
+    customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 2000,
     days: Annotated[int, typer.Option(min=90, help="Days of history.")] = 365,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     project: ProjectOpt = None,
@@ -331,7 +331,7 @@ def _print_summary(s: Any, result: Any, champion: Any) -> None:
 @handle_errors
 def demo(
     project: ProjectOpt = None,
-    customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 1000,
+    customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 2000,
 ) -> None:
     """The whole cycle on the embedded default: data, features, pipeline, champion."""
     s = _settings(project)

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -23,13 +23,15 @@ from crispops.champion import Champion, read_champion, write_champion
 from crispops.config import Settings
 from crispops.contract import FeatureContract, feature_store, load_contract
 from crispops.io import read_json, write_frame, write_json, write_text
-from crispops.steps import evaluate as ev
-from crispops.steps import select_champion as sc
-from crispops.steps import validate as va
-from crispops.steps.ingest import ingest
-from crispops.steps.select_features import select_features
-from crispops.steps.split import split
-from crispops.steps.train import train
+
+if TYPE_CHECKING:
+    from crispops.steps import evaluate as ev
+    from crispops.steps import select_champion as sc
+    from crispops.steps import validate as va
+
+# Each pipeline task is a fresh process that runs one of these functions: step modules
+# (scikit-learn, pandera, Feast) are imported inside the function that needs them, so
+# a task pays only for its own imports.
 
 
 class ChampionUnchanged(RuntimeError):
@@ -44,6 +46,8 @@ def _contract(settings: Settings, contract_file: Path | None = None) -> FeatureC
 
 
 def _rules(settings: Settings) -> va.Rules:
+    from crispops.steps import validate as va
+
     d = settings.data
     return va.Rules(
         entity=d.entity,
@@ -58,6 +62,8 @@ def _rules(settings: Settings) -> va.Rules:
 
 # ingest ------------------------------------------------------------------------------
 def ingest_task(settings: Settings, out: Path, contract_out: Path | None = None) -> dict[str, Any]:
+    from crispops.steps.ingest import ingest
+
     store = feature_store(settings)
     contract = load_contract(settings, store)
     if contract_out is not None:
@@ -93,6 +99,8 @@ def validate_task(
     contract_file: Path | None = None,
 ) -> dict[str, Any]:
     """Raise DataValidationError (the run stops) when the data is bad."""
+    from crispops.steps import validate as va
+
     df = pd.read_parquet(data)
     contract = _contract(settings, contract_file)
     rules = _rules(settings)
@@ -128,6 +136,8 @@ def explore_task(
 
 # split -------------------------------------------------------------------------------
 def split_task(settings: Settings, data: Path, train_out: Path, test_out: Path) -> dict[str, Any]:
+    from crispops.steps.split import split
+
     t = settings.training
     tr, te, result = split(
         pd.read_parquet(data),
@@ -147,6 +157,8 @@ def split_task(settings: Settings, data: Path, train_out: Path, test_out: Path) 
 def select_features_task(
     settings: Settings, train_data: Path, out: Path, contract_file: Path | None = None
 ) -> dict[str, Any]:
+    from crispops.steps.select_features import select_features
+
     sel = select_features(
         pd.read_parquet(train_data),
         _contract(settings, contract_file),
@@ -179,6 +191,8 @@ def train_task(
 ) -> dict[str, Any]:
     import joblib
 
+    from crispops.steps.train import train
+
     sel = read_json(selection)
     kinds = _contract(settings, contract_file).kinds()
     kept = sel["kept"]
@@ -209,6 +223,8 @@ def evaluate_task(
 ) -> ev.Evaluation:
     import joblib
 
+    from crispops.steps import evaluate as ev
+
     result = ev.evaluate(
         joblib.load(model_file),
         pd.read_parquet(test_data),
@@ -238,6 +254,9 @@ def select_champion_task(
     champion_model_out: Path,
 ) -> sc.Decision:
     import joblib
+
+    from crispops.steps import evaluate as ev
+    from crispops.steps import select_champion as sc
 
     metric = settings.training.selection_metric
     higher = settings.higher_is_better

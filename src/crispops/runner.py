@@ -60,6 +60,7 @@ class RunResult:
     ok: bool
     seconds: float
     steps: list[tuple[str, str, float]] = field(default_factory=list)  # name, status, seconds
+    starts: dict[str, list[float]] = field(default_factory=dict)  # task -> wall-clock starts
     failed_step: str | None = None
     error: str = ""
 
@@ -69,6 +70,19 @@ class RunResult:
 
     def artifacts(self, task_prefix: str, name: str) -> list[Path]:
         return sorted(self.root.glob(f"*/**/{task_prefix}*/{name}"))
+
+    def task_seconds(self) -> dict[str, float]:
+        """Seconds per step name, summed over instances: each from its start in the log
+        to its executor output's write, since the log can drop a 'finished' line."""
+        ends: dict[str, list[float]] = {}
+        for p in self.root.glob("*/**/executor_output.json"):
+            ends.setdefault(p.parent.name, []).append(p.stat().st_mtime)
+        out: dict[str, float] = {}
+        for task, finished in ends.items():
+            began = sorted(self.starts.get(task, []))
+            for start, end in zip(began, sorted(finished), strict=False):
+                out[task] = out.get(task, 0.0) + max(end - start, 0.0)
+        return out
 
     def completed(self) -> list[str]:
         """Tasks that wrote their executor output (KFP's log can drop a parallel task's
@@ -119,6 +133,7 @@ def run_training(
         now = time.perf_counter()
         if kind == "start":
             starts[task] = now
+            result.starts.setdefault(task, []).append(time.time())
         else:
             took = now - starts.get(task, now)
             result.steps.append((task, status, took))

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,8 @@ def split(
             )
         result = SplitResult("time", len(train), len(test), str(cutoff))
     else:
+        from sklearn.model_selection import train_test_split
+
         stratify = (
             df[label] if task != "regression" and df[label].value_counts().min() > 1 else None
         )

@@ -1,0 +1,252 @@
+"""Pipeline benchmark: the demo training pipeline through kfp.local against one plain
+Python script doing the same work on the same data, measured in one run.
+
+For each size (the default demo, and 10x its customers):
+  1. a fresh project is made from the bundled demo definitions, demo data generated,
+     features applied and materialized (not timed);
+  2. `bench/plain_script.py` runs every step in one process (the baseline);
+  3. the pipeline runs through kfp.local's SubprocessRunner (`crispops.runner`);
+each in a fresh state directory, so both package a champion. Wall time is measured
+around a child process; peak memory is the largest resident set of any process in
+it (getrusage of waited children). Per-step times come from each side's own clock.
+
+The whole demo (`crispops demo`: data, apply, materialize, check, pipeline) is timed
+once at the default size.
+
+Run: python -m bench pipeline [--sizes 1,10] [--no-demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from crispops.demo_data import DEFAULT_CUSTOMERS
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 1.5
+TARGET_DEMO_S = 120.0
+
+RUN_PIPELINE = """
+import json, sys
+from crispops.config import load_settings
+from crispops.runner import run_training
+r = run_training(load_settings(sys.argv[1]))
+json.dump({"ok": r.ok, "error": r.error, "seconds": r.seconds,
+           "steps": r.task_seconds()}, open(sys.argv[2], "w"))
+"""
+
+
+def make_project(base: Path, customers: int) -> Path:
+    from crispops.demo_data import generate
+    from crispops.steps.features import apply, materialize
+
+    project = base / f"demo-{customers}"
+    project.mkdir(parents=True)
+    shutil.copy(ROOT / "crispops.toml", project / "crispops.toml")
+    repo = project / "feature_repo"
+    repo.mkdir()
+    for name in ("credit.py", "feature_store.yaml", ".feastignore"):
+        shutil.copy(ROOT / "feature_repo" / name, repo / name)
+    generate(repo / "data", customers=customers)
+    apply(repo)
+    materialize(repo)
+    return project
+
+
+#: Runs a command and prints the peak resident set (KiB) of any process under it: a
+#: fresh wrapper per measurement, since RUSAGE_CHILDREN is a running maximum.
+PEAK = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.run(sys.argv[1:]).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def child(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run a child process; return (wall seconds, peak RSS in MiB of any descendant)."""
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK, *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} failed:\n{proc.stderr[-3000:]}")
+    peak_kib = int(proc.stderr.strip().splitlines()[-1])
+    return wall, peak_kib / 1024.0
+
+
+def fresh_state(project: Path) -> None:
+    shutil.rmtree(project / ".crispops", ignore_errors=True)
+
+
+def measure(project: Path, work: Path) -> dict[str, Any]:
+    fresh_state(project)
+    out = work / f"plain-{project.name}.json"
+    plain_wall, plain_peak = child(
+        [sys.executable, "-m", "bench.plain_script", str(project), str(out)], ROOT
+    )
+    plain = json.loads(out.read_text())
+    fresh_state(project)
+    out = work / f"pipe-{project.name}.json"
+    script = work / "run_pipeline.py"
+    script.write_text(RUN_PIPELINE)
+    pipe_wall, pipe_peak = child([sys.executable, str(script), str(project), str(out)], ROOT)
+    pipe = json.loads(out.read_text())
+    if not pipe["ok"]:
+        raise RuntimeError(f"pipeline failed: {pipe['error'][-2000:]}")
+    steps: dict[str, float] = pipe["steps"]
+    return {
+        "plain": {"wall": plain_wall, "peak": plain_peak, "steps": plain["steps"]},
+        "pipeline": {"wall": pipe_wall, "peak": pipe_peak, "steps": steps},
+    }
+
+
+def time_demo(work: Path) -> float:
+    project = work / "whole-demo"
+    project.mkdir()
+    shutil.copy(ROOT / "crispops.toml", project / "crispops.toml")
+    shutil.copytree(
+        ROOT / "feature_repo",
+        project / "feature_repo",
+        ignore=shutil.ignore_patterns("data", "__pycache__"),
+    )
+    crispops = str(Path(sys.executable).with_name("crispops"))
+    wall, _ = child([crispops, "demo", "-p", str(project)], project)
+    return wall
+
+
+STEPS = [
+    "imports",
+    "ingest",
+    "validate",
+    "explore",
+    "split",
+    "select-features",
+    "train",
+    "evaluate",
+    "select-champion",
+    "package",
+]
+
+
+def report(results: dict[int, dict[str, Any]], demo_wall: float | None) -> bool:
+    console = Console()
+    ok = True
+    base = results[min(results)]
+    table = Table(title=f"pipeline vs plain script, default demo ({min(results)} customers)")
+    table.add_column("step")
+    table.add_column("pipeline s", justify="right")
+    table.add_column("plain script s", justify="right")
+    table.add_column("ratio", justify="right")
+    for step in STEPS:
+        p = base["pipeline"]["steps"].get(step)
+        q = base["plain"]["steps"].get(step)
+        table.add_row(
+            step,
+            f"{p:.1f}" if p is not None else "-",
+            f"{q:.1f}" if q is not None else "-",
+            f"{p / q:.2f}" if p and q else "-",
+        )
+    ratio = base["pipeline"]["wall"] / base["plain"]["wall"]
+    ok &= ratio <= TARGET_RATIO
+    table.add_row(
+        "[bold]wall (process)",
+        f"[bold]{base['pipeline']['wall']:.1f}",
+        f"[bold]{base['plain']['wall']:.1f}",
+        f"[bold]{ratio:.2f}",
+    )
+    console.print(table)
+    console.print(
+        "pipeline task times are each a task process's life (start-up, imports, "
+        "work); train/evaluate sum all candidates, two of which run at once."
+    )
+
+    growth = Table(title="how cost grows with the data")
+    for col in (
+        "customers",
+        "label rows",
+        "pipeline s",
+        "plain s",
+        "ratio",
+        "pipeline peak MiB",
+        "plain peak MiB",
+    ):
+        growth.add_column(col, justify="right")
+    for customers, r in sorted(results.items()):
+        growth.add_row(
+            f"{customers:,}",
+            f"{r.get('rows', 0):,}",
+            f"{r['pipeline']['wall']:.1f}",
+            f"{r['plain']['wall']:.1f}",
+            f"{r['pipeline']['wall'] / r['plain']['wall']:.2f}",
+            f"{r['pipeline']['peak']:.0f}",
+            f"{r['plain']['peak']:.0f}",
+        )
+    console.print(growth)
+
+    targets = Table(title="targets")
+    for col in ("target", "measured", "holds"):
+        targets.add_column(col)
+    targets.add_row(
+        f"pipeline / plain script <= {TARGET_RATIO}",
+        f"{ratio:.2f}",
+        "yes" if ratio <= TARGET_RATIO else "[red]no",
+    )
+    if demo_wall is not None:
+        ok &= demo_wall < TARGET_DEMO_S
+        targets.add_row(
+            f"whole demo < {TARGET_DEMO_S:.0f} s",
+            f"{demo_wall:.1f} s",
+            "yes" if demo_wall < TARGET_DEMO_S else "[red]no",
+        )
+    console.print(targets)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--sizes", default="1,10", help="multiples of the default demo's customers (default 1,10)"
+    )
+    parser.add_argument("--no-demo", action="store_true", help="skip timing `crispops demo`")
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    results: dict[int, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="crispops-bench-") as tmp:
+        work = Path(tmp)
+        for k in sizes:
+            customers = DEFAULT_CUSTOMERS * k
+            project = make_project(work, customers)
+            import pandas as pd
+
+            rows = len(pd.read_parquet(project / "feature_repo/data/loan_applications.parquet"))
+            results[customers] = measure(project, work) | {"rows": rows}
+        demo_wall = None if args.no_demo else time_demo(work)
+    return 0 if report(results, demo_wall) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

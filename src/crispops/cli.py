@@ -391,6 +391,73 @@ def init(
     )
 
 
+# images ----------------------------------------------------------------------------------
+images_app = typer.Typer(
+    help="Container images: the components' image and the champion's Bento image.",
+    invoke_without_command=True,
+)
+app.add_typer(images_app, name="images")
+
+
+def image_plan(s: Any, registry: str | None) -> list[tuple[str, list[str]]]:
+    """(what, shell commands) to build and push both images for a registry."""
+    from crispops import __version__
+    from crispops.champion import read_champion
+
+    reg = (registry or s.cluster.registry).rstrip("/")
+    component = (
+        s.cluster.component_image
+        if registry is None
+        else f"{reg}/crispops-components:{__version__}"
+    )
+    plan = [
+        (
+            "components image (every pipeline step runs in it)",
+            [
+                "python -m pip wheel -c constraints.txt --wheel-dir build/wheelhouse .",
+                f"docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm -t {component} .",
+                f"docker push {component}",
+            ],
+        )
+    ]
+    champion = read_champion(s.champion_file)
+    if champion is None:
+        plan.append(("model service image", ["# no champion yet: run `crispops run` first"]))
+    else:
+        name, version = champion.bento_tag.split(":", 1)
+        image = f"{reg}/{name}:{version}"
+        plan.append(
+            (
+                "model service image (the champion's Bento)",
+                [
+                    f"BENTOML_HOME={s.bentoml_home} bentoml containerize {champion.bento_tag} "
+                    f"--image-tag {image}",
+                    f"docker push {image}",
+                ],
+            )
+        )
+    return plan
+
+
+@images_app.callback()
+@handle_errors
+def images(
+    ctx: typer.Context,
+    project: ProjectOpt = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry to push to (default: cluster.registry).")
+    ] = None,
+) -> None:
+    """Print the exact commands that build and push the images for a registry."""
+    if ctx.invoked_subcommand is not None:
+        return
+    s = _settings(project)
+    for what, commands in image_plan(s, registry):
+        console.print(f"# {what}", style="bold", highlight=False)
+        for command in commands:
+            console.print(command, highlight=False, soft_wrap=True)
+
+
 # serving ---------------------------------------------------------------------------------
 def serving_env(s: Any) -> dict[str, str]:
     """The environment a model server reads (crispops.config.serving_runtime)."""

@@ -10,7 +10,7 @@ import yaml
 from crispops.config import Settings
 from crispops.images import COMPONENT_IMAGE
 
-PIPELINES = ("training",)
+PIPELINES = ("training", "materialization")
 
 
 def _pin_images(path: Path, image: str) -> None:
@@ -32,7 +32,9 @@ def pipeline_arguments(settings: Settings, name: str) -> dict[str, Any]:
 
     if name == "training":
         return {"config": settings.to_json(), "candidates": candidate_items(settings)}
-    return {"config": settings.to_json()}
+    if name == "materialization":
+        return {"config": settings.to_json(), "config_file": settings.feature_store.cluster_config}
+    raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
 
 
 def pipeline_function(name: str) -> Any:
@@ -40,6 +42,10 @@ def pipeline_function(name: str) -> Any:
         from pipelines.training import training_pipeline
 
         return training_pipeline
+    if name == "materialization":
+        from pipelines.materialization import materialization_pipeline
+
+        return materialization_pipeline
     raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
 
 

@@ -60,6 +60,16 @@ def _rules(settings: Settings) -> va.Rules:
     )
 
 
+# materialize (its own pipeline) --------------------------------------------------------
+def materialize_task(settings: Settings, config_file: str | None = None) -> str:
+    from crispops.steps.features import materialize
+
+    result = materialize(settings.repo_path, config_file=config_file)
+    return "; ".join(
+        f"{name}: {start or 'start of TTL'} -> {end}" for name, (start, end) in result.views.items()
+    )
+
+
 # ingest ------------------------------------------------------------------------------
 def ingest_task(settings: Settings, out: Path, contract_out: Path | None = None) -> dict[str, Any]:
     from crispops.steps.ingest import ingest

@@ -20,7 +20,17 @@ def ir(tmp_path_factory: pytest.TempPathFactory) -> dict:
     project = tmp_path_factory.mktemp("p")
     shutil.copy(ROOT / "crispops.toml", project / "crispops.toml")
     paths = compile_all(load_settings(project), project / "out")
-    return yaml.safe_load(paths["training"].read_text())
+    return dict(yaml.safe_load(paths["training"].read_text()))
+
+
+def test_materialization_pipeline_compiles(tmp_path_factory: pytest.TempPathFactory) -> None:
+    project = tmp_path_factory.mktemp("m")
+    shutil.copy(ROOT / "crispops.toml", project / "crispops.toml")
+    path = compile_all(load_settings(project), project / "out")["materialization"]
+    doc = yaml.safe_load(path.read_text())
+    assert set(doc["root"]["dag"]["tasks"]) == {"materialize"}
+    params = doc["root"]["inputDefinitions"]["parameters"]
+    assert params["config_file"]["defaultValue"] == "feature_store.cluster.yaml"
 
 
 def test_one_task_per_step(ir: dict) -> None:

@@ -1,0 +1,34 @@
+# The pipeline components' image: every KFP component runs in it (its tag is pinned in
+# src/crispops/images.py and cluster.component_image). Built without network access:
+# the project and its dependencies come from a wheelhouse made beforehand with
+#   pip wheel -c constraints.txt --wheel-dir build/wheelhouse .
+# (`crispops images` prints the exact commands).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/crispops \
+    PATH=/opt/crispops/bin:$PATH \
+    BENTOML_DO_NOT_TRACK=True \
+    OMP_NUM_THREADS=1
+
+COPY build/wheelhouse/ /tmp/wheelhouse/
+RUN python3 -m venv /opt/crispops \
+ && /opt/crispops/bin/pip install --no-index --find-links /tmp/wheelhouse crispops \
+ && rm -rf /tmp/wheelhouse \
+ && /opt/crispops/bin/python -c "import kfp, feast, bentoml, sklearn, crispops"
+
+# The project: settings and feature definitions (data and state are mounted, not baked).
+COPY crispops.toml /app/crispops.toml
+COPY feature_repo/*.py feature_repo/*.yaml feature_repo/.feastignore /app/feature_repo/
+
+RUN groupadd --gid 10001 crispops \
+ && useradd --uid 10001 --gid 10001 --home-dir /home/crispops --create-home crispops \
+ && chown -R 10001:10001 /app
+USER 10001:10001
+WORKDIR /app
+ENV HOME=/home/crispops
+CMD ["crispops", "--help"]

@@ -53,16 +53,25 @@ class UserError(Exception):
 def _known_errors() -> tuple[type[BaseException], ...]:
     from crispops.io import DataFileError
     from crispops.steps.validate import DataValidationError
+    from crispops.submit import SubmitError
 
-    return (
+    known: list[type[BaseException]] = [
         SettingsError,
         DataFileError,
         DataValidationError,
         UserError,
+        SubmitError,
         FileNotFoundError,
         LookupError,
         ValueError,
-    )
+    ]
+    try:
+        from crispops.deploy import DeployError
+
+        known.append(DeployError)
+    except ImportError:
+        pass
+    return tuple(known)
 
 
 def handle_errors(fn: F) -> F:
@@ -324,6 +333,47 @@ def _print_summary(s: Any, result: Any, champion: Any) -> None:
         path = result.artifact(task, name)
         if path:
             console.print(f"{label}: {path}")
+
+
+@app.command("submit")
+@handle_errors
+def submit(
+    host: Annotated[
+        str | None, typer.Option(help="Kubeflow Pipelines API URL (default: cluster.kfp_host).")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="Experiment name.")] = "crispops",
+    schedule: Annotated[
+        str | None, typer.Option(help="Cron expression: make a recurring run instead of one run.")
+    ] = None,
+    pipeline: Annotated[str, typer.Option(help="training or materialization.")] = "training",
+    namespace: Annotated[
+        str | None, typer.Option(help="Kubeflow profile (multi-user KFP).")
+    ] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Compile a pipeline and submit it to a Kubeflow Pipelines cluster (token from the
+    environment variable named by cluster.kfp_token_env)."""
+    from crispops.compile import PIPELINES
+    from crispops.submit import submit as submit_pipeline
+
+    s = _settings(project)
+    url = host or s.cluster.kfp_host
+    if not url:
+        raise UserError("no KFP host: pass --host URL or set cluster.kfp_host")
+    if pipeline not in PIPELINES:
+        raise UserError(f"--pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
+    with console.status(f"submitting {pipeline} to {url}"):
+        result = submit_pipeline(
+            s,
+            host=url,
+            pipeline=pipeline,
+            experiment=experiment,
+            schedule=schedule,
+            namespace=namespace,
+        )
+    for key, value in result.as_dict().items():
+        if value not in (None, ""):
+            console.print(f"{key}: {value}", highlight=False)
 
 
 # demo ----------------------------------------------------------------------------------

@@ -55,10 +55,15 @@ def to_utc(series: pd.Series, column: str, where: str) -> pd.Series:
 def load_label_rows(
     path: Path, entity: str, timestamp: str, label: str, request_fields: list[str]
 ) -> pd.DataFrame:
-    """The label source's entity, timestamp, label and request-time columns."""
+    """The label source's entity, timestamp, label and request-time columns.
+
+    The join needs the entity, timestamp and request fields; a missing label is left
+    for validate to report with the other problems of the training set.
+    """
     df = read_table(path)
-    wanted = [entity, timestamp, label, *request_fields]
-    missing = [c for c in wanted if c not in df.columns]
+    needed = [entity, timestamp, *request_fields]
+    wanted = needed + ([label] if label in df.columns else [])
+    missing = [c for c in needed if c not in df.columns]
     if missing:
         raise DataFileError(
             f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "

@@ -51,6 +51,7 @@ class UserError(Exception):
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from crispops.containers import ContainerError
     from crispops.io import DataFileError
     from crispops.steps.validate import DataValidationError
     from crispops.submit import SubmitError
@@ -61,6 +62,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         DataValidationError,
         UserError,
         SubmitError,
+        ContainerError,
         FileNotFoundError,
         LookupError,
         ValueError,
@@ -376,6 +378,107 @@ def submit(
             console.print(f"{key}: {value}", highlight=False)
 
 
+# deploy ----------------------------------------------------------------------------------
+def _overlay(s: Any, overlay: str) -> Path:
+    roots = [s.project_dir / "manifests"]
+    demo = bundled_demo_dir()
+    if demo is not None:
+        roots.append(demo / "manifests")
+    for root in roots:
+        path = root / "overlays" / overlay
+        if (path / "kustomization.yaml").is_file():
+            return path
+    known = sorted({p.name for r in roots for p in (r / "overlays").glob("*") if p.is_dir()})
+    raise UserError(f"--overlay {overlay!r}: no such overlay (known: {', '.join(known)})")
+
+
+def _kube_client(kubeconfig: Path | None, context: str | None) -> Any:
+    from kubernetes import config as kube_config
+
+    try:
+        if kubeconfig is None and context is None and env("KUBERNETES_SERVICE_HOST"):
+            kube_config.load_incluster_config()
+            from kubernetes import client
+
+            return client.ApiClient()
+        return kube_config.new_client_from_config(
+            config_file=str(kubeconfig) if kubeconfig else None, context=context
+        )
+    except (kube_config.ConfigException, OSError, TypeError) as exc:
+        raise UserError(
+            f"no usable Kubernetes configuration ({exc}); pass --kubeconfig or set KUBECONFIG"
+        ) from None
+
+
+KubeconfigOpt = Annotated[
+    Path | None, typer.Option(help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config).")
+]
+ContextOpt = Annotated[str | None, typer.Option(help="kubeconfig context.")]
+
+
+@app.command("deploy")
+@handle_errors
+def deploy_cmd(
+    overlay: Annotated[str, typer.Option(help="Overlay under manifests/overlays (dev, prod).")],
+    bento: Annotated[
+        str | None, typer.Option(help="Bento tag to deploy (default: the champion's).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be applied; apply nothing.")
+    ] = False,
+    registry: Annotated[
+        str | None, typer.Option(help="Image registry (default: cluster.registry).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the rollout.")] = 300.0,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Render the overlay with the Bento's image, server-side apply it, wait for the
+    rollout, and roll back to the previous revision if it fails."""
+    from crispops.champion import read_champion
+    from crispops.deploy import deploy
+
+    s = _settings(project)
+    path = _overlay(s, overlay)
+    tag = bento
+    if tag is None:
+        champion = read_champion(s.champion_file)
+        if champion is None:
+            raise UserError("no --bento TAG and no champion yet (run `crispops run`)")
+        tag = champion.bento_tag
+    api = None if dry_run else _kube_client(kubeconfig, context)
+    result = deploy(
+        path, tag, registry or s.cluster.registry, api, timeout_s=timeout, dry_run=dry_run
+    )
+    if dry_run:
+        sys.stdout.write(result.manifests)
+        return
+    for r in result.results:
+        console.print(f"  {r}", highlight=False)
+    console.print(
+        f"[green]rolled out[/] {result.deployment} -n {result.namespace} with "
+        f"{result.image} (revision {result.revision})",
+        highlight=False,
+    )
+
+
+@app.command("rollback")
+@handle_errors
+def rollback_cmd(
+    overlay: Annotated[str, typer.Option(help="Overlay under manifests/overlays (dev, prod).")],
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Put the model service back on its previous revision."""
+    from crispops.deploy import rollback
+
+    s = _settings(project)
+    image = rollback(_overlay(s, overlay), _kube_client(kubeconfig, context))
+    console.print(f"[green]rolled back[/] to {image}", highlight=False)
+
+
 # demo ----------------------------------------------------------------------------------
 @app.command("demo")
 @handle_errors
@@ -464,7 +567,7 @@ def image_plan(s: Any, registry: str | None) -> list[tuple[str, list[str]]]:
         (
             "components image (every pipeline step runs in it)",
             [
-                "python -m pip wheel -c constraints.txt --wheel-dir build/wheelhouse .",
+                "python -m pip wheel -c constraints.txt --wheel-dir build/wheelhouse . uv",
                 f"docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm -t {component} .",
                 f"docker push {component}",
             ],
@@ -506,6 +609,47 @@ def images(
         console.print(f"# {what}", style="bold", highlight=False)
         for command in commands:
             console.print(command, highlight=False, soft_wrap=True)
+
+
+@images_app.command("build")
+@handle_errors
+def images_build(
+    project: ProjectOpt = None,
+    base_image: Annotated[
+        str | None,
+        typer.Option(
+            help="Base of the components' image. Default: localhost/debian-py:bookworm "
+            "when present (scripts/prepare-containers.sh), else python:3.11-slim-bookworm."
+        ),
+    ] = None,
+) -> None:
+    """Build the components' image and the champion's Bento image, with docker or podman."""
+    import shlex
+
+    from crispops import containers
+    from crispops.champion import read_champion
+
+    s = _settings(project)
+    engine = containers.detect_engine()
+    console.print(f"engine: {engine.name} ({engine.path})", highlight=False)
+    with console.status("building") as status:
+
+        def log(message: str) -> None:
+            status.update(message)
+            console.print(f"  [cyan]>[/] {message}", highlight=False)
+
+        component = containers.build_component_image(engine, base_image=base_image, log=log)
+        console.print(f"[green]built[/] {component}", highlight=False)
+        if read_champion(s.champion_file) is None:
+            console.print(
+                "[yellow]no champion yet[/]: run `crispops run --runner docker`, then this "
+                "again for the Bento image"
+            )
+            return
+        bento = containers.build_bento_image(s, engine, log=log)
+    console.print(f"[green]built[/] {bento}", highlight=False)
+    serve = shlex.join(containers.bento_run_args(s, bento, port=s.serving.port))
+    console.print(f"serve it: {engine.name} {serve}", highlight=False, soft_wrap=True)
 
 
 # serving ---------------------------------------------------------------------------------

@@ -79,3 +79,47 @@ def test_compile_writes_ir(tmp_path: Path, fresh_project: Path) -> None:
     result = crispops("compile", "--out", str(tmp_path / "ir"), "-p", str(fresh_project))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "ir" / "training.yaml").read_text().startswith("# PIPELINE DEFINITION")
+
+
+def test_deploy_dry_run_prints_valid_manifests_for_the_bento(fresh_project: Path) -> None:
+    import kubernetes_validate
+    import yaml
+
+    result = crispops(
+        "deploy",
+        "--overlay",
+        "dev",
+        "--bento",
+        "credit_default_v1:abc123",
+        "--dry-run",
+        "-p",
+        str(fresh_project),
+    )
+    assert result.returncode == 0, result.stderr
+    objects = [o for o in yaml.safe_load_all(result.stdout) if o]
+    assert len(objects) > 10
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30", strict=True)
+    images = {
+        c["image"]
+        for o in objects
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }
+    assert "ghcr.io/crispops/credit_default_v1:abc123" in images
+    assert not any(i.endswith(":latest") for i in images)
+
+
+def test_deploy_rejects_an_unpinned_bento(fresh_project: Path) -> None:
+    result = crispops(
+        "deploy",
+        "--overlay",
+        "dev",
+        "--bento",
+        "credit_default_v1:latest",
+        "--dry-run",
+        "-p",
+        str(fresh_project),
+    )
+    assert result.returncode == 2
+    assert "latest" in result.stderr and "Traceback" not in result.stderr

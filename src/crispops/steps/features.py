@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 def _quiet_cwd(path: Path) -> Iterator[None]:
     """Feast's apply changes the working directory and warns about experimental APIs."""
     old = Path.cwd()
+    # Feast imports the repo's modules by name: a module of the same name imported from
+    # another repo earlier in this process would be reused, with that repo's paths.
+    for module in path.glob("*.py"):
+        sys.modules.pop(module.stem, None)
     sys.path.insert(0, str(path))
     try:
         with warnings.catch_warnings():

@@ -318,6 +318,7 @@ def validate(
     for spec in contract.inputs:
         if (
             spec.name in df
+            and rules.label in df
             and spec.name != rules.label
             and _leaks(df[spec.name], df[rules.label], rules.task)
         ):

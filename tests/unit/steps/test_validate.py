@@ -101,3 +101,8 @@ def test_profile_has_bins_and_categories(contract: FeatureContract) -> None:
     assert abs(sum(x2["bin_shares"]) - 1.0) < 1e-9
     assert set(p["features"]["cat"]["categories"]) == {"a", "b", "c"}
     assert set(p["label"]["classes"]) == {"0", "1"}
+
+
+def test_missing_label_is_reported_not_raised(contract: FeatureContract) -> None:
+    found = problems(make_frame("binary").drop(columns=["y"]), contract)
+    assert ("y", "required_column") in found

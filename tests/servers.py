@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,14 +45,27 @@ class Server:
             time.sleep(0.3)
         raise TimeoutError(f"server not ready: {self.log.read_text()[-3000:]}")
 
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the server and every process under it: BentoML's workers start their
+        own sessions, so the process group alone does not reach them."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(sig)
+        psutil.wait_procs(tree, timeout=15)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+            self.kill(signal.SIGTERM)
+        self.kill(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
 
 def serve_bento(project: Path, tmp: Path, extra_env: dict[str, str] | None = None) -> Server:

@@ -239,7 +239,8 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     @bentoml.service(
         name="crispops_model",
         workers=runtime.workers,
-        traffic={"timeout": runtime.timeout_s, "max_concurrency": runtime.max_concurrency},
+        # concurrency is limited by _LoadShedder (503 + Retry-After), not BentoML's 429s
+        traffic={"timeout": runtime.timeout_s},
         logging={"access": {"enabled": runtime.access_log}},
         # Spans cost a fifth of the CPU per request; trace the prediction endpoints only
         # when asked (serving.tracing), never the probes and metrics.
@@ -287,11 +288,58 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             return out
 
     service = bentoml.asgi_app(_metadata_app(model_tag, bento_tag, meta, contract))(CrispopsModel)
+    service.add_asgi_middleware(_LoadShedder, limit=runtime.max_concurrency)
     # BentoML derives a list response's media type from its JSON schema, rebuilt on every
     # request (a third of the CPU time under load); the answer is always JSON.
     for api in service.apis.values():
         api.output_spec.media_type = "application/json"
     return service
+
+
+class _LoadShedder:
+    """Above ``limit`` requests in flight in this worker, answer 503 with Retry-After at
+    once instead of queueing: the server stays responsive and recovers when load drops.
+    Probes and metrics are never shed."""
+
+    EXEMPT = ("/livez", "/readyz", "/metrics", "/metadata")
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path", "") in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            shed.inc()
+            body = (
+                f'{{"error": "overloaded: {self.in_flight} requests in flight; retry after 1 s"}}'
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", b"1"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+shed = bentoml.metrics.Counter(
+    name="crispops_shed_requests", documentation="Requests answered 503 to shed load"
+)
 
 
 def _untraced(tracing: bool) -> list[str]:

@@ -311,10 +311,13 @@ def _print_summary(s: Any, result: Any, champion: Any) -> None:
         console.print(table)
     steps = Table(title=f"steps ({result.seconds:.1f} s in all)")
     steps.add_column("step")
-    steps.add_column("status")
+    steps.add_column("tasks", justify="right")
     steps.add_column("seconds", justify="right")
-    for name, status, took in result.steps:
-        steps.add_row(name, status, f"{took:.1f}")
+    done = result.completed()
+    for name, took in sorted(
+        result.task_seconds().items(), key=lambda kv: min(result.starts.get(kv[0], [0.0]))
+    ):
+        steps.add_row(name, str(done.count(name)), f"{took:.1f}")
     console.print(steps)
     reason = decision.get("reason", "")
     if decision.get("promote"):

@@ -1,8 +1,12 @@
 # The pipeline components' image: every KFP component runs in it (its tag is pinned in
 # src/crispops/images.py and cluster.component_image). Built without network access:
 # the project and its dependencies come from a wheelhouse made beforehand with
-#   pip wheel -c constraints.txt --wheel-dir build/wheelhouse .
-# (`crispops images` prints the exact commands).
+#   pip wheel -c constraints.txt --wheel-dir build/wheelhouse . uv
+# by an interpreter of the base image's Python version: environment markers can differ
+# between patch releases (Debian's 3.11.2 needs async-timeout for redis, 3.11.3+ does
+# not). `crispops images build` makes it so and builds; `crispops images` prints the
+# commands for a registry. uv is there because `bentoml build` (the package step)
+# insists on finding it, and would otherwise try to download it.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
@@ -17,7 +21,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 COPY build/wheelhouse/ /tmp/wheelhouse/
 RUN python3 -m venv /opt/crispops \
- && /opt/crispops/bin/pip install --no-index --find-links /tmp/wheelhouse crispops \
+ && /opt/crispops/bin/pip install --no-index --find-links /tmp/wheelhouse crispops uv \
  && rm -rf /tmp/wheelhouse \
  && /opt/crispops/bin/python -c "import kfp, feast, bentoml, sklearn, crispops"
 

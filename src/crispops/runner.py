@@ -142,12 +142,18 @@ def run_training(
         if on_event:
             on_event(kind, task, status)
 
+    containers = contextlib.ExitStack()
     if runner == "docker":
-        kfp_runner: Any = local.DockerRunner()
+        # Every step in the components' image; raises ContainerError before the run when
+        # no Docker API answers or the image is not built.
+        from crispops.containers import docker_api
+
+        runner_args = containers.enter_context(docker_api(settings, run_id))
+        kfp_runner: Any = local.DockerRunner(**runner_args)
     else:
         kfp_runner = local.SubprocessRunner(use_venv=False)
     started = time.perf_counter()
-    with log_path.open("w", encoding="utf-8") as log, warnings.catch_warnings():
+    with containers, log_path.open("w", encoding="utf-8") as log, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tee = _ProgressTee(log, event)
         with _redirect(tee):

@@ -1,0 +1,521 @@
+"""Real containers on this machine: find an engine, build the images, run the pipeline.
+
+Docker when its daemon answers, else podman (``scripts/prepare-containers.sh`` installs
+it on a machine like ours and serves its Docker-compatible API on a socket, which
+``kfp.local.DockerRunner`` talks to).
+
+- The components' image is built from the project's Dockerfile without network access:
+  a wheelhouse is made first, on the host (``pip wheel -c constraints.txt``), then
+  completed by the base image's own interpreter, whose environment markers may differ
+  from the host's (Debian's Python 3.11.2 needs ``async-timeout`` for redis, 3.11.7 not).
+- The champion's Bento image has the layout ``bentoml containerize`` gives it (user
+  ``bentoml`` 1034, ``$BENTO_PATH``, BentoML's entrypoint), on top of the components'
+  image, which already holds every package the Bento pins (both come from
+  constraints.txt): nothing is downloaded, and the build checks the pins offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crispops.config import Settings, env
+from crispops.images import COMPONENT_IMAGE
+
+#: The base image scripts/prepare-containers.sh makes from Debian's packages.
+LOCAL_BASE_IMAGE = "localhost/debian-py:bookworm"
+#: The Dockerfile's default base image (from a registry).
+PUBLIC_BASE_IMAGE = "python:3.11-slim-bookworm"
+#: Where scripts/prepare-containers.sh serves podman's Docker-compatible API.
+PODMAN_SOCKET = Path("/run/crispops-podman.sock")
+#: The user `bentoml containerize` creates, and the model-service manifests run as.
+BENTO_UID = 1034
+BENTO_PATH = "/home/bentoml/bento"
+#: Writable BentoML home of a read-only container (an emptyDir in the manifests).
+BENTO_RUNTIME_HOME = "/home/bentoml/bentoml"
+#: Fixed zip timestamps: an unchanged source gives the same wheel, so a rebuild of the
+#: image reuses its cached layers.
+SOURCE_DATE_EPOCH = "315532800"
+
+HINT = "install docker, or run scripts/prepare-containers.sh (as root) to set up podman"
+
+Log = Callable[[str], None]
+PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "-q", "-c", "constraints.txt"]
+
+
+class ContainerError(RuntimeError):
+    """A container engine is missing or a build failed; the message says what to do."""
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+# engines --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Engine:
+    """A container CLI: docker or podman (same verbs and flags for what we use)."""
+
+    name: str
+    path: str
+
+    def run(
+        self,
+        *args: str,
+        timeout: float | None = None,
+        cwd: Path | None = None,
+        what: str | None = None,
+    ) -> str:
+        """Run one engine command; return its stdout, or raise ContainerError with the
+        end of its output."""
+        return _run([self.path, *args], timeout=timeout, cwd=cwd, what=what or args[0])
+
+    def image_exists(self, image: str) -> bool:
+        return _image_id(self, image) is not None
+
+    def image_user(self, image: str) -> str:
+        return self.run("image", "inspect", "--format", "{{.Config.User}}", image).strip()
+
+
+def _build(engine: Engine, tag: str, context: Path, dockerfile: Path, base_image: str) -> str:
+    """`<engine> build` with the host network; the image this tag named before is removed
+    when the build replaced it (else every rebuild would leave a dangling 1.6 GB image)."""
+    before = _image_id(engine, tag)
+    engine.run(
+        "build",
+        "--network=host",
+        "--build-arg",
+        f"BASE_IMAGE={base_image}",
+        "-t",
+        tag,
+        "-f",
+        str(dockerfile),
+        str(context),
+        what=f"{engine.name} build {tag}",
+        timeout=3600,
+    )
+    if before and before != _image_id(engine, tag):
+        with contextlib.suppress(ContainerError):  # still used by a container or image
+            engine.run("rmi", before, what="remove the replaced image")
+    return tag
+
+
+def _image_id(engine: Engine, image: str) -> str | None:
+    done = subprocess.run(
+        [engine.path, "image", "inspect", "--format", "{{.Id}}", image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def _run(
+    argv: list[str],
+    *,
+    timeout: float | None = None,
+    cwd: Path | None = None,
+    what: str = "command",
+    extra_env: dict[str, str] | None = None,
+) -> str:
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env={**os.environ, **(extra_env or {})},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ContainerError(f"{what}: no answer within {timeout:.0f} s ({argv[0]})") from None
+    except OSError as exc:
+        raise ContainerError(f"{what}: cannot run {argv[0]} ({exc})") from None
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + "\n" + done.stderr).strip().splitlines()[-25:])
+        raise ContainerError(f"{what} failed (exit status {done.returncode}):\n{tail}")
+    return done.stdout
+
+
+def _answers(argv: list[str]) -> tuple[bool, str]:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False, ""
+    return done.returncode == 0, done.stdout
+
+
+def detect_engine() -> Engine:
+    """A working docker daemon if there is one, else podman; ContainerError if neither."""
+    docker = shutil.which("docker")
+    docker_ok, server = (
+        _answers([docker, "version", "--format", "{{json .Server}}"]) if docker else (False, "")
+    )
+    # A docker CLI talking to podman's socket works, but podman's own CLI builds better.
+    if docker and docker_ok and "podman" not in server.lower():
+        return Engine("docker", docker)
+    podman = shutil.which("podman")
+    if podman and _answers([podman, "info", "--format", "{{.Host.OCIRuntime.Name}}"])[0]:
+        return Engine("podman", podman)
+    if docker and docker_ok:
+        return Engine("docker", docker)
+    found = " and ".join(n for n, p in (("docker", docker), ("podman", podman)) if p)
+    why = f"{found} found but not working" if found else "neither docker nor podman is installed"
+    raise ContainerError(f"no container engine found ({why}): {HINT}")
+
+
+# the components' image ----------------------------------------------------------------
+def source_dir() -> Path:
+    """The crispops checkout that holds the Dockerfile (the image is built from it)."""
+    here = Path(__file__).resolve()
+    for candidate in here.parents[1:4]:
+        if (candidate / "Dockerfile").is_file() and (candidate / "constraints.txt").is_file():
+            return candidate
+    raise ContainerError(
+        "the components' image is built from a crispops source checkout (Dockerfile, "
+        f"constraints.txt); none found above {here.parent}"
+    )
+
+
+def ca_bundle() -> Path | None:
+    """The host's CA bundle, for pip inside a container behind the same TLS proxy."""
+    paths = ssl.get_default_verify_paths()
+    names = [env("PIP_CERT"), env("SSL_CERT_FILE"), env("REQUESTS_CA_BUNDLE"), paths.cafile]
+    names.append("/etc/ssl/certs/ca-certificates.crt")
+    for name in names:
+        if name and Path(name).is_file():
+            return Path(name).resolve()
+    return None
+
+
+def pip_cache_dir() -> Path:
+    """pip's cache for the base image's interpreter, kept between builds."""
+    base = env("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "crispops" / "pip"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_base_image(engine: Engine) -> str:
+    """The local Debian base image when the machine has one, else the public one."""
+    return LOCAL_BASE_IMAGE if engine.image_exists(LOCAL_BASE_IMAGE) else PUBLIC_BASE_IMAGE
+
+
+def build_wheelhouse(engine: Engine, source: Path, base_image: str, *, log: Log = _quiet) -> Path:
+    """build/wheelhouse: every wheel the image installs, for the base image's Python."""
+    wheelhouse = source / "build" / "wheelhouse"
+    shutil.rmtree(wheelhouse, ignore_errors=True)  # no stale wheel may win a resolution
+    shutil.rmtree(source / "build" / "lib", ignore_errors=True)  # setuptools' scratch
+    log("wheelhouse: pip wheel -c constraints.txt (host)")
+    _run(
+        [*PIP_WHEEL, "--wheel-dir", str(wheelhouse), ".", "uv"],
+        cwd=source,
+        what="pip wheel",
+        timeout=1800,
+        extra_env={"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    wheels = sorted(wheelhouse.glob("crispops-*.whl"))
+    if not wheels:
+        raise ContainerError(f"pip wheel wrote no crispops wheel into {wheelhouse}")
+    log(f"wheelhouse: completed for {base_image}'s Python")
+    args = [
+        "run",
+        "--rm",
+        "--network=host",
+        "--user",
+        f"{os.getuid()}:{os.getgid()}",
+        "-e",
+        "HOME=/tmp",
+        "-e",
+        "PIP_CACHE_DIR=/pip-cache",
+        "-e",
+        "PIP_DISABLE_PIP_VERSION_CHECK=1",
+        "-v",
+        f"{wheelhouse}:/wheelhouse",
+        "-v",
+        f"{pip_cache_dir()}:/pip-cache",
+        "-v",
+        f"{source / 'constraints.txt'}:/constraints.txt:ro",
+    ]
+    ca = ca_bundle()
+    if ca is not None:
+        args += ["-v", f"{ca}:/etc/crispops-ca.crt:ro", "-e", "PIP_CERT=/etc/crispops-ca.crt"]
+    script = (
+        "python3 -m venv /tmp/venv && /tmp/venv/bin/pip wheel -q -c /constraints.txt "
+        f"--find-links /wheelhouse --wheel-dir /wheelhouse /wheelhouse/{wheels[0].name} uv"
+    )
+    engine.run(*args, base_image, "sh", "-c", script, what="pip wheel in the base image")
+    return wheelhouse
+
+
+def build_component_image(
+    engine: Engine | None = None,
+    *,
+    source: Path | None = None,
+    base_image: str | None = None,
+    tag: str = COMPONENT_IMAGE,
+    log: Log = _quiet,
+) -> str:
+    """Build the image every pipeline component runs in; return its tag."""
+    engine = engine or detect_engine()
+    source = source or source_dir()
+    base = base_image or default_base_image(engine)
+    build_wheelhouse(engine, source, base, log=log)
+    log(f"{engine.name} build {tag} (from {base})")
+    return _build(engine, tag, source, source / "Dockerfile", base)
+
+
+# the champion's Bento image -----------------------------------------------------------
+BENTO_DOCKERFILE = f"""\
+# The champion's Bento, written by `crispops images build`. The layout is the one
+# `bentoml containerize` makes (user bentoml {BENTO_UID}, $BENTO_PATH, BentoML's entrypoint);
+# the base is the components' image, which holds every package the Bento pins.
+ARG BASE_IMAGE={COMPONENT_IMAGE}
+FROM ${{BASE_IMAGE}}
+USER root
+ENV LANG=C.UTF-8 \\
+    LC_ALL=C.UTF-8 \\
+    PYTHONIOENCODING=UTF-8 \\
+    PYTHONUNBUFFERED=1 \\
+    PYTHONDONTWRITEBYTECODE=1 \\
+    BENTO_PATH={BENTO_PATH} \\
+    BENTOML_HOME=/home/bentoml/ \\
+    BENTOML_CONTAINERIZED=true \\
+    BENTOML_DO_NOT_TRACK=True \\
+    OMP_NUM_THREADS=1
+RUN groupadd --gid {BENTO_UID} bentoml \\
+ && useradd --uid {BENTO_UID} --gid {BENTO_UID} --create-home --home-dir /home/bentoml bentoml
+COPY --chown={BENTO_UID}:{BENTO_UID} . {BENTO_PATH}/
+# Offline: fails if the image does not hold exactly the versions the Bento pins.
+RUN pip install --no-index -r {BENTO_PATH}/env/python/requirements.txt \\
+ && chmod +x {BENTO_PATH}/env/docker/entrypoint.sh
+WORKDIR {BENTO_PATH}
+USER {BENTO_UID}:{BENTO_UID}
+EXPOSE 3000
+ENTRYPOINT ["{BENTO_PATH}/env/docker/entrypoint.sh"]
+CMD []
+"""
+
+
+def bento_image_tag(settings: Settings, bento_tag: str) -> str:
+    name, version = bento_tag.split(":", 1)
+    return f"{settings.cluster.registry.rstrip('/')}/{name}:{version}"
+
+
+def _bento_models(bento_dir: Path) -> list[str]:
+    import yaml
+
+    info = yaml.safe_load((bento_dir / "bento.yaml").read_text()) or {}
+    tags = [m["tag"] for m in info.get("models") or [] if isinstance(m, dict) and "tag" in m]
+    for service in info.get("services") or []:
+        tags += [m["tag"] for m in service.get("models") or [] if "tag" in m]
+    return sorted(set(tags))
+
+
+def bento_context(settings: Settings, bento_tag: str, dest: Path) -> Path:
+    """A build context: the Bento from the project's store, its models, our Dockerfile
+    (as `bentoml containerize` assembles one, without importing BentoML)."""
+    store = settings.bentoml_home
+    name, version = bento_tag.split(":", 1)
+    bento_dir = store / "bentos" / name / version
+    if not (bento_dir / "bento.yaml").is_file():
+        raise ContainerError(f"Bento {bento_tag} is not in {store / 'bentos'}")
+    shutil.copytree(bento_dir, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    for model in _bento_models(bento_dir):
+        model_name, model_version = model.split(":", 1)
+        model_dir = store / "models" / model_name / model_version
+        if not model_dir.is_dir():
+            raise ContainerError(f"model {model} of Bento {bento_tag} is not in {store}")
+        shutil.copytree(model_dir, dest / "models" / model_name / model_version)
+        (dest / "models" / model_name / "latest").write_text(model_version)
+    (dest / "Dockerfile.crispops").write_text(BENTO_DOCKERFILE)
+    return dest
+
+
+def build_bento_image(
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    base_image: str = COMPONENT_IMAGE,
+    tag: str | None = None,
+    log: Log = _quiet,
+) -> str:
+    """Build the champion's Bento image on the components' image; return its tag."""
+    from crispops.champion import read_champion
+
+    champion = read_champion(settings.champion_file)
+    if champion is None:
+        raise ContainerError(f"{settings.project_dir}: no champion yet; run `crispops run` first")
+    engine = engine or detect_engine()
+    if not engine.image_exists(base_image):
+        raise ContainerError(f"{base_image} is not built: run `crispops images build` first")
+    tag = tag or bento_image_tag(settings, champion.bento_tag)
+    work = settings.state_path / "build"
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bento-image-", dir=work) as tmp:
+        ctx = bento_context(settings, champion.bento_tag, Path(tmp) / "context")
+        log(f"{engine.name} build {tag} (Bento {champion.bento_tag})")
+        return _build(engine, tag, ctx, ctx / "Dockerfile.crispops", base_image)
+
+
+def bento_run_args(
+    settings: Settings, image: str, *, port: int, name: str | None = None
+) -> list[str]:
+    """`<engine> run` arguments that serve a Bento image as the manifests do: non-root,
+    read-only root filesystem, writable /tmp and BentoML home, no capabilities; the
+    project's feature repo mounted read-only at its own path for /predict_entity."""
+    from crispops.cli import serving_env
+
+    envs = serving_env(settings)
+    envs["BENTOML_HOME"] = BENTO_RUNTIME_HOME
+    repo = str(settings.repo_path.resolve())
+    args = ["run", "--rm", "-d"] + (["--name", name] if name else [])
+    args += [
+        "--network=host",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,mode=1777",
+        "--tmpfs",
+        f"{BENTO_RUNTIME_HOME}:rw,mode=1777",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        "-v",
+        f"{repo}:{repo}:ro",
+    ]
+    for key, value in sorted(envs.items()):
+        args += ["-e", f"{key}={value}"]
+    return [*args, image, "--host", settings.serving.host, "--port", str(port)]
+
+
+# the pipeline under kfp.local.DockerRunner ---------------------------------------------
+def _mount_roots(settings: Settings) -> list[Path]:
+    """The host directories a step reads or writes, none inside another."""
+    paths = {
+        settings.project_dir.resolve(),
+        settings.label_source_path.resolve().parent,
+        settings.repo_path.resolve(),
+        settings.state_path.resolve(),
+    }
+    roots: list[Path] = []
+    for p in sorted(paths, key=lambda p: len(p.parts)):
+        if not any(p.is_relative_to(r) for r in roots):
+            roots.append(p)
+    return roots
+
+
+def docker_base_url() -> str | None:
+    """DOCKER_HOST when set; else podman's socket from prepare-containers.sh when the
+    default Docker socket is absent; None lets the docker SDK use its default."""
+    if env("DOCKER_HOST"):
+        return None
+    if not Path("/var/run/docker.sock").exists() and PODMAN_SOCKET.exists():
+        return f"unix://{PODMAN_SOCKET}"
+    return None
+
+
+@functools.cache
+def _keeping_client() -> type[Any]:
+    """A docker SDK client whose containers stay until their exit code is read.
+
+    kfp.local.DockerRunner starts every step with ``auto_remove=True`` and asks for the
+    exit code once the log stream ends. By then podman (always) or docker (when it is
+    quicker than the client) has removed the container: the wait answers 404, which kfp
+    reads as success, so a failed step would pass; or podman 4.3 answers 500, which kfp
+    does not expect. With this client a step's container is kept until its exit code is
+    read and removed right after, as `docker run --rm` does on its own.
+    """
+    import docker
+    from docker.models.containers import Container, ContainerCollection
+
+    class KeptContainer(Container):
+        def wait(self, **kwargs: Any) -> Any:
+            try:
+                return super().wait(**kwargs)
+            finally:
+                with contextlib.suppress(docker.errors.APIError):
+                    self.remove(force=True)
+
+    class KeptContainers(ContainerCollection):
+        model = KeptContainer
+
+        def run(self, image: str, command: Any = None, **kwargs: Any) -> Any:
+            kwargs["auto_remove"] = False
+            return super().run(image, command, **kwargs)
+
+    class KeepingClient(docker.DockerClient):
+        @property
+        def containers(self) -> KeptContainers:
+            return KeptContainers(client=self)
+
+    return KeepingClient
+
+
+@contextlib.contextmanager
+def docker_api(settings: Settings, run_id: str) -> Iterator[dict[str, Any]]:
+    """Within: ``docker.from_env()`` (which DockerRunner calls per step) gives clients
+    that keep each container until its exit code is read. Yields DockerRunner's
+    arguments: the project's directories mounted at the same absolute paths (the
+    settings name host paths), the host's user (outputs stay the user's files), the
+    host network, and a label that finds leftovers afterwards."""
+    try:
+        import docker
+    except ImportError:
+        raise ContainerError(
+            "the docker runner needs the docker Python package: pip install docker"
+        ) from None
+    from docker.types import Mount
+
+    client_cls = _keeping_client()
+    base_url = docker_base_url()
+
+    def from_env(**kwargs: Any) -> Any:
+        if base_url is None:
+            return client_cls.from_env(**kwargs)
+        return client_cls(base_url=base_url, timeout=kwargs.get("timeout", 600))
+
+    where = base_url or env("DOCKER_HOST") or "the default Docker socket"
+    try:
+        probe = from_env()
+        probe.ping()
+    except docker.errors.DockerException as exc:
+        raise ContainerError(f"no Docker API answers at {where} ({exc}): {HINT}") from None
+    try:
+        probe.images.get(COMPONENT_IMAGE)
+    except docker.errors.ImageNotFound:
+        raise ContainerError(
+            f"the components' image {COMPONENT_IMAGE} is not built: run `crispops images build`"
+        ) from None
+    label = {"crispops.run": run_id}
+    args: dict[str, Any] = {
+        "mounts": [
+            Mount(target=str(p), source=str(p), type="bind") for p in _mount_roots(settings)
+        ],
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "network_mode": "host",
+        "environment": {"HOME": "/tmp", "BENTOML_DO_NOT_TRACK": "True"},
+        "labels": label,
+    }
+    original = docker.from_env
+    docker.from_env = from_env
+    try:
+        yield args
+    finally:
+        docker.from_env = original
+        with contextlib.suppress(docker.errors.DockerException):
+            for c in probe.containers.list(all=True, filters={"label": "crispops.run=" + run_id}):
+                c.remove(force=True)
+        probe.close()

@@ -37,6 +37,8 @@ class _ProgressTee(io.TextIOBase):
             return self._write(s)
 
     def _write(self, s: str) -> int:
+        if self.log.closed:  # a handler kept after the run: nothing left to record
+            return len(s)
         self.log.write(s)
         self.buffer_ += s
         while "\n" in self.buffer_:
@@ -167,10 +169,24 @@ def run_training(
                 result.ok = True
             except Exception as exc:  # a failed task: reported, never a traceback
                 result.error = _ANSI.sub("", str(exc)).strip()
+    _drop_handlers_on(tee)
     result.seconds = time.perf_counter() - started
     if not result.ok and result.failed_step is None:
         result.failed_step = _failed_task(result.error)
     return result
+
+
+def _drop_handlers_on(stream: io.TextIOBase) -> None:
+    """kfp.local binds logging handlers to the stdout of its run (our tee); remove any
+    that outlive the run so later log records do not go to a closed file."""
+    import logging
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if not isinstance(logger, logging.Logger):
+            continue
+        for handler in list(logger.handlers):
+            if getattr(handler, "stream", None) is stream:
+                logger.removeHandler(handler)
 
 
 def _failed_task(message: str) -> str | None:

@@ -1,0 +1,349 @@
+"""Shared benchmark plumbing: server processes, the `hey` load generator, timings.
+
+Every server is started in a session (process group) of its own and registered;
+``stop_all()`` ends each group and any descendant that left it. Benchmarks call it
+in ``finally`` and ``main`` turns SIGTERM/SIGHUP into KeyboardInterrupt, so servers
+never outlive a run, whether it ends normally, on an error or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import math
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# -- server processes -----------------------------------------------------------------------
+_LIVE: list[Server] = []
+
+
+class Server:
+    """One server process (and its workers) in a process group of its own."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        port: int,
+        log: Path,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self._log_fh = log.open("w")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _LIVE.append(self)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 120.0) -> float:
+        """Poll ``path`` until it answers 200; return the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name}: server exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
+                    return time.monotonic() - started
+            time.sleep(0.25)
+        raise TimeoutError(f"{self.name}: not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _descendants(self) -> list[Any]:
+        import psutil
+
+        try:
+            return list(psutil.Process(self.proc.pid).children(recursive=True))
+        except psutil.Error:
+            return []
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and its live descendants."""
+        import psutil
+
+        total = 0.0
+        try:
+            root = psutil.Process(self.proc.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+        except psutil.Error:
+            pass
+        return total
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left of it."""
+        import psutil
+
+        children = self._descendants()  # workers that may have left the group
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers still in the group
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()  # psutil checks the pid still names the same process
+        self._log_fh.close()
+        if self in _LIVE:
+            _LIVE.remove(self)
+
+
+def stop_all() -> None:
+    for server in list(_LIVE):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+atexit.register(stop_all)
+
+
+@contextlib.contextmanager
+def serving(server: Server, ready_path: str = "/readyz") -> Iterator[Server]:
+    """Wait for ``server`` to be ready; stop it on the way out, whatever happens."""
+    try:
+        server.wait_ready(ready_path)
+        yield server
+    finally:
+        server.stop()
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT (even where a shell ignored it), SIGTERM and SIGHUP unwind like Ctrl-C, so
+    ``finally`` blocks stop the servers."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+
+
+# -- the load generator ---------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    """One `hey` run: throughput, latency percentiles, and what went wrong."""
+
+    concurrency: int
+    duration_s: float
+    requests: int = 0
+    rps: float = math.nan
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    status: dict[int, int] = field(default_factory=dict)
+    transport_errors: dict[str, int] = field(default_factory=dict)
+    # CPU use during the run, as % of all cores: the server's, hey's, everyone else's.
+    server_cpu_pct: float = math.nan
+    hey_cpu_pct: float = math.nan
+    other_cpu_pct: float = math.nan
+
+    @property
+    def errors(self) -> int:
+        """Transport errors plus non-2xx answers."""
+        bad = sum(n for code, n in self.status.items() if not 200 <= code < 300)
+        return bad + sum(self.transport_errors.values())
+
+
+_PCT = re.compile(r"^\s*(\d+)% in ([\d.]+) secs", re.M)
+_STATUS = re.compile(r"^\s*\[(\d+)\]\s+(\d+) responses", re.M)
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_SLOWEST = re.compile(r"Slowest:\s+([\d.]+) secs")
+
+
+def parse_hey(text: str, concurrency: int, duration_s: float) -> LoadResult:
+    """Read hey's summary (latencies are printed in seconds, to 0.1 ms)."""
+    out = LoadResult(concurrency=concurrency, duration_s=duration_s)
+    if m := _RPS.search(text):
+        out.rps = float(m.group(1))
+    pcts = {int(p): float(v) * 1000 for p, v in _PCT.findall(text)}
+    out.status = {int(c): int(n) for c, n in _STATUS.findall(text)}
+    slowest = float(m.group(1)) * 1000 if (m := _SLOWEST.search(text)) else math.nan
+    # hey omits a percentile its sample cannot reach (p99 of < 100 answers): the
+    # slowest answer is that sample's p99.
+    answered = sum(out.status.values())
+    out.p50_ms = pcts.get(50, math.nan)
+    out.p99_ms = pcts.get(99, slowest if answered else math.nan)
+    _, _, errors = text.partition("Error distribution:")
+    for line in errors.splitlines():
+        if m := re.match(r"^\s*\[(\d+)\]\s+(.*)$", line):
+            out.transport_errors[m.group(2).strip()] = int(m.group(1))
+    out.requests = sum(out.status.values()) + sum(out.transport_errors.values())
+    return out
+
+
+def hey_binary() -> str:
+    path = shutil.which("hey")
+    if path is None:
+        raise FileNotFoundError("`hey` is not installed (Debian: apt-get install hey)")
+    return path
+
+
+def _busy_seconds() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0))
+
+
+def _own_seconds() -> tuple[float, float]:
+    """CPU seconds of this process and of its waited-for children (hey)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def machine_busy_pct(interval: float = 1.0) -> float:
+    """CPU use of the whole machine over ``interval`` seconds, % of all cores."""
+    import psutil
+
+    return float(psutil.cpu_percent(interval=interval))
+
+
+def wait_quiet(limit_pct: float, max_wait_s: float) -> float:
+    """Wait (at most ``max_wait_s``) until the machine's CPU use drops under ``limit_pct``
+    while nothing of ours runs; return the last reading."""
+    deadline = time.monotonic() + max_wait_s
+    busy = machine_busy_pct()
+    while busy >= limit_pct and time.monotonic() < deadline:
+        busy = machine_busy_pct()
+    return busy
+
+
+def run_hey(
+    url: str,
+    body: Path,
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 10.0,
+    server: Server | None = None,
+) -> LoadResult:
+    """POST ``body`` to ``url`` from ``concurrency`` connections for ``duration_s`` seconds.
+
+    With ``server``, also account the CPU time of the run: the server's, hey's, and
+    the rest of the machine's (other processes: noise in the figures).
+    """
+    argv = [
+        hey_binary(),
+        "-z",
+        f"{duration_s:g}s",
+        "-c",
+        str(concurrency),
+        "-t",
+        f"{timeout_s:g}",
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-D",
+        str(body),
+        url,
+    ]
+    busy0, (self0, kids0) = _busy_seconds(), _own_seconds()
+    server0 = server.cpu_seconds() if server else 0.0
+    started = time.monotonic()
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=duration_s + timeout_s + 30,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    wall = time.monotonic() - started
+    busy1, (self1, kids1) = _busy_seconds(), _own_seconds()
+    server1 = server.cpu_seconds() if server else 0.0
+    if done.returncode != 0:
+        raise RuntimeError(f"hey failed ({done.returncode}): {done.stderr[-2000:]}")
+    out = parse_hey(done.stdout, concurrency, duration_s)
+    if server is not None:
+        capacity = wall * (os.cpu_count() or 1) / 100
+        out.server_cpu_pct = (server1 - server0) / capacity
+        out.hey_cpu_pct = (kids1 - kids0) / capacity
+        rest = (busy1 - busy0) - (server1 - server0) - (kids1 - kids0) - (self1 - self0)
+        out.other_cpu_pct = max(0.0, rest / capacity)
+    return out
+
+
+# -- in-process timings ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Timing:
+    n: int
+    p50_ms: float
+    p99_ms: float
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (linear interpolation, as numpy's default)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def time_calls(fn: Callable[[], object], n: int, warmup: int = 20) -> Timing:
+    """Call ``fn`` ``warmup`` + ``n`` times; percentiles of the last ``n`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    laps: list[float] = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        laps.append((time.perf_counter() - started) * 1000)
+    return Timing(n=n, p50_ms=statistics.median(laps), p99_ms=quantile(laps, 0.99))

@@ -7,14 +7,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from crispops.champion import read_champion
-from crispops.cli import serving_env
+from crispops.cli import serve_argv, serving_env
 from crispops.config import load_settings
 
 
@@ -75,17 +74,7 @@ def serve_bento(project: Path, tmp: Path, extra_env: dict[str, str] | None = Non
     assert champion is not None
     port = free_port()
     env = {**os.environ, **serving_env(s), **(extra_env or {})}
-    argv = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        champion.bento_tag,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    argv = serve_argv(champion.bento_tag, "127.0.0.1", port)
     server = Server(argv, env, port, tmp / f"serve-{port}.log")
     try:
         server.wait_ready()

@@ -677,6 +677,21 @@ def serving_env(s: Any) -> dict[str, str]:
     return envs
 
 
+def serve_argv(bento_tag: str, host: str, port: int) -> list[str]:
+    """The `bentoml serve` command line for a Bento."""
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        bento_tag,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
 @app.command("serve")
 @handle_errors
 def serve(
@@ -694,17 +709,7 @@ def serve(
     if champion is None:
         raise UserError(f"{s.project_dir}: no champion yet; run `crispops run` first")
     envs = {**os.environ, **serving_env(s)}
-    argv = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        champion.bento_tag,
-        "--host",
-        host or s.serving.host,
-        "--port",
-        str(port or s.serving.port),
-    ]
+    argv = serve_argv(champion.bento_tag, host or s.serving.host, port or s.serving.port)
     err.print(
         f"serving {champion.bento_tag} ({champion.metric} {champion.score:.4f}) on "
         f"http://{host or s.serving.host}:{port or s.serving.port}"

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CRISPOPS := $(BIN)/crispops
 
-.PHONY: demo test lint typecheck check bench clean venv
+.PHONY: demo test lint typecheck check bench clean venv containers
 
 venv: $(STAMP)
 
@@ -30,8 +30,17 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+BENCH ?= pipeline
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf .crispops local_outputs feature_repo/data
+
+# Containers without Docker (podman): prepare the machine (root), build both images,
+# run the pipeline with every step in the components' image, then build the Bento image.
+containers: $(STAMP)
+	bash scripts/prepare-containers.sh
+	DOCKER_HOST=unix:///run/crispops-podman.sock $(CRISPOPS) images build
+	DOCKER_HOST=unix:///run/crispops-podman.sock $(CRISPOPS) run --runner docker
+	DOCKER_HOST=unix:///run/crispops-podman.sock $(CRISPOPS) images build

@@ -278,3 +278,30 @@ def test_predict_entity_on_redis(trained_project: Path, tmp_path: Path, known_en
         assert "not in the online store" in unknown["error"]
     finally:
         server.stop()
+
+
+def test_unknown_entity_is_imputed_when_the_settings_say_so(
+    trained_project: Path, known_entity: int
+) -> None:
+    """serving.missing_entity = "impute": the model's own imputer fills the features and
+    the response lists them; a known entity is answered as usual."""
+    import bentoml
+
+    from crispops.config import ServingSettings
+    from crispops.serving.service import Predictor
+
+    s = load_settings(trained_project)
+    champion = read_champion(s.champion_file)
+    assert champion is not None
+    os.environ["BENTOML_HOME"] = str(s.bentoml_home)
+    model = bentoml.models.get(champion.model_tag)
+    predictor = Predictor(Path(model.path), dict(model.info.metadata), champion.model_tag)
+    runtime = ServingSettings(missing_entity="impute", feature_repo=s.repo_path)
+    rows = [
+        {"customer_id": -42, "requested_amount": 8000.0, "term_months": 24},
+        {"customer_id": known_entity, "requested_amount": 8000.0, "term_months": 24},
+    ]
+    unknown, known = predictor.lookup(runtime, rows)
+    assert unknown.error is None and unknown.prediction in (0, 1)
+    assert set(unknown.imputed) == set(predictor.contract.stored_feature_names)
+    assert known.error is None and known.imputed == []

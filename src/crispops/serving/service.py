@@ -9,6 +9,7 @@ module is two lines that call it with the champion's tag.
 # No `from __future__ import annotations`: BentoML reads the API methods'
 # annotations at class creation, and they name models built at run time.
 
+import asyncio
 import functools
 import logging
 import math
@@ -274,8 +275,11 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             return out
 
         @bentoml.api
-        def predict_entity(self, records: EntityRecords) -> list[Prediction]:
+        async def predict_entity(self, records: EntityRecords) -> list[Prediction]:
             """Score entities: features come from the online store, on-demand ones included."""
+            # Runs on the event loop (no thread hop: a third off the latency); yield once
+            # first so requests waiting behind this one enter the load shedder's count.
+            await asyncio.sleep(0)
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
             out = _guarded(functools.partial(self.predictor.lookup, self.runtime), rows)

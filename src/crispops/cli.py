@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -188,7 +189,7 @@ def features_materialize(project: ProjectOpt = None) -> None:
                 description=f"materializing {name}" if name else "materialized",
             )
 
-        with open(os.devnull, "w") as devnull, _stdout_to(devnull):
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             result = materialize(s.repo_path, on_view=on_view)
     for name, (start, end) in result.views.items():
         since = f"{start:%Y-%m-%d %H:%M}" if start else "the start of its TTL"
@@ -782,12 +783,6 @@ def predict(
         err.print(f"[bold red]{resp.status_code}[/] {resp.text}", highlight=False)
         raise typer.Exit(1)
     console.print_json(resp.text)
-
-
-def _stdout_to(stream: Any) -> Any:
-    import contextlib
-
-    return contextlib.redirect_stdout(stream)
 
 
 def main() -> None:

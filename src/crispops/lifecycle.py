@@ -34,10 +34,6 @@ if TYPE_CHECKING:
 # a task pays only for its own imports.
 
 
-class ChampionUnchanged(RuntimeError):
-    """Not an error for a run: the gate kept the champion."""
-
-
 def _contract(settings: Settings, contract_file: Path | None = None) -> FeatureContract:
     """The contract ingest recorded (no Feast import), else read from the registry."""
     if contract_file is not None:

@@ -26,6 +26,7 @@ from pydantic import Field
 from crispops.config import ServingSettings, serving_runtime
 from crispops.contract import FeatureContract
 from crispops.serving.fastpath import FastPipeline
+from crispops.serving.packaging import MODEL_FILE
 from crispops.serving.schemas import Metadata, Prediction, entity_model, record_model
 
 log = logging.getLogger("crispops.serving")
@@ -64,13 +65,6 @@ def install_log_filter() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _BadInputAsWarning) for f in logger.filters):
             logger.addFilter(_BadInputAsWarning())
-
-
-MODEL_FILE = "model.joblib"
-
-
-class PredictionError(ValueError):
-    """A record the model cannot take; answered as a 4xx naming the record and field."""
 
 
 def _metadata_of(tag: str) -> dict[str, Any]:

@@ -67,7 +67,11 @@ def apply(repo_path: Path, config_file: str | None = None) -> ApplyResult:
     if not yaml_path.is_file():
         raise FileNotFoundError(f"{yaml_path}: no feature_store.yaml in the feature repo")
     repo_config = load_repo_config(repo_path, yaml_path)
-    with _quiet_cwd(repo_path), contextlib.redirect_stdout(open(os.devnull, "w")):
+    with (
+        _quiet_cwd(repo_path),
+        open(os.devnull, "w") as devnull,
+        contextlib.redirect_stdout(devnull),
+    ):
         apply_total(repo_config, repo_path, skip_source_validation=False)
     store = _store(repo_path, config_file)
     return ApplyResult(
@@ -105,7 +109,11 @@ def materialize(
         start = fv.most_recent_end_time
         if on_view:
             on_view(name, i, len(names))
-        with warnings.catch_warnings(), contextlib.redirect_stderr(open(os.devnull, "w")):
+        with (
+            warnings.catch_warnings(),
+            open(os.devnull, "w") as devnull,
+            contextlib.redirect_stderr(devnull),
+        ):
             warnings.simplefilter("ignore")
             store.materialize_incremental(end_date=end, feature_views=[name])
         done[name] = (start, end)

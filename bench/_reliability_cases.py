@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from crispops.config import Settings
-    from crispops.runner import RunResult
+    from crispops.orchestration.local import RunResult
     from tests.servers import Server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +230,7 @@ class Workspace:
         return self._shared("trained", self._make_trained)
 
     def _make_demo(self) -> Path:
-        from crispops.demo_data import generate
+        from crispops.project.demo_data import generate
         from crispops.steps.features import apply, materialize
         from tests.conftest import copy_demo_project
 
@@ -285,7 +285,7 @@ class Workspace:
     def train(
         self, project: Path, candidates: list[dict[str, Any]] | None = None, **training: Any
     ) -> RunResult:
-        from crispops.runner import run_training
+        from crispops.orchestration.local import run_training
 
         try:
             return run_training(self.settings(project, candidates, **training))

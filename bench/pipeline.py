@@ -5,7 +5,7 @@ For each size (the default demo, and 10x its customers):
   1. a fresh project is made from the bundled demo definitions, demo data generated,
      features applied and materialized (not timed);
   2. `bench/plain_script.py` runs every step in one process (the baseline);
-  3. the pipeline runs through kfp.local's SubprocessRunner (`crispops.runner`);
+  3. the pipeline runs through kfp.local's SubprocessRunner (`crispops.orchestration.local`);
 each in a fresh state directory, so both package a champion. Wall time is measured
 around a child process; peak memory is the largest resident set of any process in
 it (getrusage of waited children). Per-step times come from each side's own clock.
@@ -32,7 +32,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from crispops.demo_data import DEFAULT_CUSTOMERS
+from crispops.project.demo_data import DEFAULT_CUSTOMERS
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.5
@@ -41,7 +41,7 @@ TARGET_DEMO_S = 120.0
 RUN_PIPELINE = """
 import json, sys
 from crispops.config import load_settings
-from crispops.runner import run_training
+from crispops.orchestration.local import run_training
 r = run_training(load_settings(sys.argv[1]))
 json.dump({"ok": r.ok, "error": r.error, "seconds": r.seconds,
            "steps": r.task_seconds()}, open(sys.argv[2], "w"))
@@ -49,7 +49,7 @@ json.dump({"ok": r.ok, "error": r.error, "seconds": r.seconds,
 
 
 def make_project(base: Path, customers: int) -> Path:
-    from crispops.demo_data import generate
+    from crispops.project.demo_data import generate
     from crispops.steps.features import apply, materialize
 
     project = base / f"demo-{customers}"

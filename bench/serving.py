@@ -197,7 +197,7 @@ def crispops_server(
 ) -> Server:
     """``bentoml serve <bento tag>`` as ``crispops serve`` runs it; with ``source``, the
     same service built from the working tree (``bench.crispops_source``)."""
-    from crispops.cli import serving_env
+    from crispops.serving.runtime import serving_env
 
     port = free_port()
     target = "bench.crispops_source:CrispopsModel" if source else champion.bento_tag

@@ -1,6 +1,6 @@
 from kfp import dsl
 
-from crispops.images import COMPONENT_IMAGE
+from crispops.config import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)

@@ -40,7 +40,7 @@ def copy_demo_project(dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A small demo project with data generated, features applied and materialized."""
-    from crispops.demo_data import generate
+    from crispops.project.demo_data import generate
     from crispops.steps.features import apply, materialize
 
     project = copy_demo_project(tmp_path_factory.mktemp("demo"))
@@ -78,7 +78,7 @@ FAST_CANDIDATES = [
 def trained_project(tmp_path_factory: pytest.TempPathFactory, demo_project: Path) -> Path:
     """A demo project whose pipeline has run once: a champion, its model and its Bento."""
     from crispops.config import load_settings
-    from crispops.runner import run_training
+    from crispops.orchestration.local import run_training
     from crispops.steps.features import apply, materialize
 
     dest = tmp_path_factory.mktemp("trained") / "project"

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 from crispops.champion import read_champion
-from crispops.cli import serve_argv, serving_env
 from crispops.config import load_settings
+from crispops.serving.runtime import serve_argv, serving_env
 
 
 def free_port() -> int:

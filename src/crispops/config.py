@@ -17,8 +17,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from crispops import __version__
+from crispops.errors import SettingsError
+
 CONFIG_FILE = "crispops.toml"
 ENV_PREFIX = "CRISPOPS_"
+
+#: The image every pipeline component runs in (its ``base_image``), built from the
+#: project's Dockerfile with this tag; ``cluster.component_image`` overrides it.
+COMPONENT_REPOSITORY = "ghcr.io/crispops/crispops-components"
+COMPONENT_IMAGE = f"{COMPONENT_REPOSITORY}:{__version__}"
 
 TaskType = Literal["binary", "multiclass", "regression"]
 EstimatorName = Literal[
@@ -41,10 +49,6 @@ TASK_ESTIMATORS: dict[str, set[str]] = {
     "multiclass": {"logistic_regression", "random_forest", "hist_gradient_boosting"},
     "regression": {"ridge", "random_forest", "hist_gradient_boosting"},
 }
-
-
-class SettingsError(ValueError):
-    """Settings that cannot be used; the message names the key and where it came from."""
 
 
 class _Section(BaseModel):
@@ -170,7 +174,7 @@ class ClusterSettings(_Section):
     namespace: str = Field(default="crispops", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     registry: str = Field(default="ghcr.io/crispops", description="Image registry to push to.")
     component_image: str = Field(
-        default="ghcr.io/crispops/crispops-components:0.1.0",
+        default=COMPONENT_IMAGE,
         description="Image every pipeline component runs in (pinned tag, never :latest).",
     )
 

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from crispops.errors import ContractError
+
 if TYPE_CHECKING:
     from feast import FeatureStore
 
@@ -100,7 +102,7 @@ def contract_from_store(store: FeatureStore, service_name: str, entity: str) -> 
         service = store.get_feature_service(service_name)
     except FeatureServiceNotFoundException:
         known = [s.name for s in store.list_feature_services()]
-        raise LookupError(
+        raise ContractError(
             f"feature_store.feature_service: {service_name!r} is not in the registry "
             f"(known: {', '.join(known) or 'none'}); run `crispops features apply`"
         ) from None
@@ -119,7 +121,7 @@ def contract_from_store(store: FeatureStore, service_name: str, entity: str) -> 
     names = [f.name for f in features]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(
+        raise ContractError(
             f"feature service {service_name!r}: feature names repeat across views: "
             f"{', '.join(dupes)} (use a projection prefix)"
         )

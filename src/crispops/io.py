@@ -11,9 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-
-class DataFileError(ValueError):
-    """A data file that cannot be used; the message names the file and the problem."""
+from crispops.errors import DataFileError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:

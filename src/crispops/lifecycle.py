@@ -22,6 +22,7 @@ from crispops import __version__
 from crispops.champion import Champion, read_champion, write_champion
 from crispops.config import Settings
 from crispops.contract import FeatureContract, feature_store, load_contract
+from crispops.errors import DataValidationError
 from crispops.io import read_json, write_frame, write_json, write_text
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def validate_task(
     report = va.validate(df, contract, rules, reference=reference_profile(settings))
     write_text(report_md, report.markdown())
     if not report.ok:
-        raise va.DataValidationError(report)
+        raise DataValidationError(report)
     write_json(profile_out, va.profile(df, contract, rules))
     return report.to_dict()
 

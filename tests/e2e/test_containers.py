@@ -21,20 +21,19 @@ import pytest
 
 from crispops import __version__
 from crispops.champion import read_champion
-from crispops.config import Settings, load_settings
-from crispops.containers import (
+from crispops.cluster.build import (
     BENTO_UID,
-    ContainerError,
     Engine,
     bento_run_args,
     build_bento_image,
     build_component_image,
     detect_engine,
 )
+from crispops.config import COMPONENT_IMAGE, Settings, load_settings
 from crispops.contract import FeatureContract
-from crispops.images import COMPONENT_IMAGE
+from crispops.errors import ContainerError
 from crispops.io import read_json
-from crispops.runner import RunResult, run_training
+from crispops.orchestration.local import RunResult, run_training
 from tests.conftest import FAST_CANDIDATES, copy_demo_project
 
 REQUIRE = os.environ.get("CRISPOPS_REQUIRE_CONTAINERS") == "1"
@@ -75,7 +74,7 @@ def small_settings(project: Path) -> Settings:
 def projects(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two copies of one small demo project: the same data and seed, each with its own
     Feast registry and stores (a registry is never copied)."""
-    from crispops.demo_data import generate
+    from crispops.project.demo_data import generate
     from crispops.steps.features import apply, materialize
 
     base = tmp_path_factory.mktemp("containers")

@@ -11,7 +11,7 @@ import pytest
 
 from crispops.champion import read_champion
 from crispops.config import load_settings
-from crispops.runner import run_training
+from crispops.orchestration.local import run_training
 from crispops.steps.features import apply
 from tests.conftest import FAST_CANDIDATES
 from tests.corpus import VARIANTS, Variant

@@ -1,4 +1,4 @@
-"""`crispops.deploy` against an HTTP Kubernetes API: render, apply, roll out, roll back.
+"""`crispops.cluster.deploy` against an HTTP Kubernetes API: render, apply, roll out, roll back.
 
 The API server here is kmock's KubernetesEmulator, an emulator, not Kubernetes:
 no Kubernetes API server can run on these machines. The emulator listens on
@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 import yaml
 
-from crispops.deploy import (
+from crispops.cluster.deploy import (
     BENTO_ANNOTATION,
     PREVIOUS_BENTO_ANNOTATION,
     PREVIOUS_IMAGE_ANNOTATION,

@@ -12,7 +12,7 @@ import pytest
 
 from crispops.champion import read_champion
 from crispops.config import Settings, load_settings
-from crispops.runner import RunResult, run_training
+from crispops.orchestration.local import RunResult, run_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

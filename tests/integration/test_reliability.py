@@ -27,7 +27,7 @@ import pytest
 
 from crispops.champion import Champion, read_champion, write_champion
 from crispops.config import load_settings
-from crispops.runner import run_training
+from crispops.orchestration.local import run_training
 from crispops.steps.features import apply, check, materialize
 from tests.conftest import FAST_CANDIDATES, service_available
 from tests.servers import serve_bento

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from crispops.champion import read_champion
-from crispops.cli import serving_env
 from crispops.config import load_settings
 from crispops.contract import load_contract
+from crispops.serving.runtime import serving_env
 from crispops.serving.schemas import entity_model, record_model
 from tests.conftest import service_available
 from tests.servers import Server, serve_bento

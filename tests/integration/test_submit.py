@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from crispops.compile import pipeline_arguments
 from crispops.config import Settings, load_settings
 from crispops.lifecycle import candidate_items
-from crispops.submit import SubmitError, kfp_cron, submit
+from crispops.orchestration.compile import pipeline_arguments
+from crispops.orchestration.submit import SubmitError, kfp_cron, submit
 from tests.conftest import copy_demo_project
 from tests.kfp_fake import FakeKFP
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crispops.demo_data import ACTIVITY, APPLICATIONS, PROFILES, generate
+from crispops.project.demo_data import ACTIVITY, APPLICATIONS, PROFILES, generate
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""`crispops.deploy` without an API server: Bento images, rendering, rollout status.
+"""`crispops.cluster.deploy` without an API server: Bento images, rendering, rollout status.
 
 Rendering runs the real ``kubectl kustomize`` over ``manifests/overlays``; those
 tests are skipped when ``kubectl`` is missing, unless ``CRISPOPS_REQUIRE_SERVICES=1``
@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from crispops.deploy import (
+from crispops.cluster.deploy import (
     DeployError,
     _covers,
-    _image_name,
     _merge_patch,
-    bento_image,
     deploy,
     render,
     rollout_complete,
 )
+from crispops.cluster.images import bento_image
+from crispops.cluster.images import image_name as _image_name
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ROOT / "manifests" / "overlays"

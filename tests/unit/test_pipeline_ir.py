@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crispops.compile import compile_all
-from crispops.config import load_settings
-from crispops.images import COMPONENT_IMAGE
+from crispops.config import COMPONENT_IMAGE, load_settings
+from crispops.orchestration.compile import compile_all
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from crispops.config import load_settings
-from crispops.io import DataFileError
-from crispops.scaffold import (
+from crispops.errors import DataFileError
+from crispops.project.scaffold import (
     CANDIDATES,
     ScaffoldError,
     ScaffoldResult,

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from crispops.errors import FeatureStoreError
+
 if TYPE_CHECKING:
     from feast import FeatureStore
 
@@ -65,7 +67,7 @@ def apply(repo_path: Path, config_file: str | None = None) -> ApplyResult:
     repo_path = repo_path.resolve()
     yaml_path = repo_path / (config_file or "feature_store.yaml")
     if not yaml_path.is_file():
-        raise FileNotFoundError(f"{yaml_path}: no feature_store.yaml in the feature repo")
+        raise FeatureStoreError(f"{yaml_path}: no feature_store.yaml in the feature repo")
     repo_config = load_repo_config(repo_path, yaml_path)
     with (
         _quiet_cwd(repo_path),
@@ -171,14 +173,14 @@ def check(
     fv_names = {v.name for v in store.list_feature_views()}
     projections = [p for p in service.feature_view_projections if p.name in fv_names]
     if not projections:
-        raise LookupError(f"feature service {feature_service!r} has no materializable views")
+        raise FeatureStoreError(f"feature service {feature_service!r} has no materializable views")
     result = CheckResult(entities=0, features=0, compared=0)
     rng = np.random.default_rng(seed)
     for proj in projections:
         fv = store.get_feature_view(proj.name)
         as_of = fv.most_recent_end_time
         if as_of is None:
-            raise RuntimeError(
+            raise FeatureStoreError(
                 f"feature view {fv.name!r} was never materialized; "
                 "run `crispops features materialize` first"
             )
@@ -219,4 +221,4 @@ def _entity_values(store: FeatureStore, fv: Any, entity: str) -> list[Any]:
         return sorted(pd.read_parquet(path, columns=[entity])[entity].unique().tolist())
     if path and Path(path).suffix == ".csv":
         return sorted(pd.read_csv(path, usecols=[entity])[entity].unique().tolist())
-    raise NotImplementedError(f"feature view {fv.name!r}: cannot sample entities of its source")
+    raise FeatureStoreError(f"feature view {fv.name!r}: cannot sample entities of its source")

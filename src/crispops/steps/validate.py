@@ -59,12 +59,6 @@ class ValidationReport:
         return "; ".join(f"{p.column}: {p.rule} ({p.detail})" for p in self.problems)
 
 
-class DataValidationError(ValueError):
-    def __init__(self, report: ValidationReport):
-        self.report = report
-        super().__init__("data validation failed: " + report.summary())
-
-
 @dataclass(frozen=True)
 class Rules:
     entity: str

@@ -17,14 +17,15 @@ drops, late payments rise), so joining on the latest values leaks the label.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from crispops.errors import UserError
+from crispops.io import write_frame
 
 PROFILES = "customer_profiles.parquet"
 ACTIVITY = "account_activity.parquet"
@@ -48,18 +49,6 @@ class DemoDataResult:
     end: datetime
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write atomically: a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _sigmoid(x: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=float)))
 
@@ -79,9 +68,9 @@ def generate(
 ) -> DemoDataResult:
     """Generate the demo data set into ``out_dir`` and return what was written."""
     if customers < 20:
-        raise ValueError(f"customers: at least 20 needed, got {customers}")
+        raise UserError(f"customers: at least 20 needed, got {customers}")
     if days < 90:
-        raise ValueError(f"days: at least 90 needed, got {days}")
+        raise UserError(f"days: at least 90 needed, got {days}")
     rng = np.random.default_rng(seed)
     end = end or default_end_date()
     start = end - timedelta(days=days)
@@ -203,9 +192,9 @@ def generate(
         }
     ).sort_values("application_ts", ignore_index=True)
 
-    _write_parquet(profiles, out_dir / PROFILES)
-    _write_parquet(activity, out_dir / ACTIVITY)
-    _write_parquet(applications, out_dir / APPLICATIONS)
+    write_frame(out_dir / PROFILES, profiles)
+    write_frame(out_dir / ACTIVITY, activity)
+    write_frame(out_dir / APPLICATIONS, applications)
     return DemoDataResult(
         out_dir=out_dir,
         customers=n,

@@ -17,20 +17,18 @@ it on a machine like ours and serves its Docker-compatible API on a socket, whic
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import ssl
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from crispops.config import Settings, env
-from crispops.images import COMPONENT_IMAGE
+from crispops.config import COMPONENT_IMAGE, Settings, env
+from crispops.errors import ContainerError
 
 #: The base image scripts/prepare-containers.sh makes from Debian's packages.
 LOCAL_BASE_IMAGE = "localhost/debian-py:bookworm"
@@ -51,10 +49,6 @@ HINT = "install docker, or run scripts/prepare-containers.sh (as root) to set up
 
 Log = Callable[[str], None]
 PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "-q", "-c", "constraints.txt"]
-
-
-class ContainerError(RuntimeError):
-    """A container engine is missing or a build failed; the message says what to do."""
 
 
 def _quiet(_: str) -> None:
@@ -311,11 +305,6 @@ CMD []
 """
 
 
-def bento_image_tag(settings: Settings, bento_tag: str) -> str:
-    name, version = bento_tag.split(":", 1)
-    return f"{settings.cluster.registry.rstrip('/')}/{name}:{version}"
-
-
 def _bento_models(bento_dir: Path) -> list[str]:
     import yaml
 
@@ -356,6 +345,7 @@ def build_bento_image(
 ) -> str:
     """Build the champion's Bento image on the components' image; return its tag."""
     from crispops.champion import read_champion
+    from crispops.cluster.images import bento_image
 
     champion = read_champion(settings.champion_file)
     if champion is None:
@@ -363,7 +353,7 @@ def build_bento_image(
     engine = engine or detect_engine()
     if not engine.image_exists(base_image):
         raise ContainerError(f"{base_image} is not built: run `crispops images build` first")
-    tag = tag or bento_image_tag(settings, champion.bento_tag)
+    tag = tag or bento_image(settings.cluster.registry, champion.bento_tag)
     work = settings.state_path / "build"
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bento-image-", dir=work) as tmp:
@@ -378,7 +368,7 @@ def bento_run_args(
     """`<engine> run` arguments that serve a Bento image as the manifests do: non-root,
     read-only root filesystem, writable /tmp and BentoML home, no capabilities; the
     project's feature repo mounted read-only at its own path for /predict_entity."""
-    from crispops.cli import serving_env
+    from crispops.serving.runtime import serving_env
 
     envs = serving_env(settings)
     envs["BENTOML_HOME"] = BENTO_RUNTIME_HOME
@@ -401,121 +391,37 @@ def bento_run_args(
     return [*args, image, "--host", settings.serving.host, "--port", str(port)]
 
 
-# the pipeline under kfp.local.DockerRunner ---------------------------------------------
-def _mount_roots(settings: Settings) -> list[Path]:
-    """The host directories a step reads or writes, none inside another."""
-    paths = {
-        settings.project_dir.resolve(),
-        settings.label_source_path.resolve().parent,
-        settings.repo_path.resolve(),
-        settings.state_path.resolve(),
-    }
-    roots: list[Path] = []
-    for p in sorted(paths, key=lambda p: len(p.parts)):
-        if not any(p.is_relative_to(r) for r in roots):
-            roots.append(p)
-    return roots
+# the commands for a registry ------------------------------------------------------------
+def image_plan(settings: Settings, registry: str | None) -> list[tuple[str, list[str]]]:
+    """(what, shell commands) that build and push both images for a registry."""
+    from crispops.champion import read_champion
+    from crispops.cluster.images import bento_image, component_image
 
-
-def docker_base_url() -> str | None:
-    """DOCKER_HOST when set; else podman's socket from prepare-containers.sh when the
-    default Docker socket is absent; None lets the docker SDK use its default."""
-    if env("DOCKER_HOST"):
-        return None
-    if not Path("/var/run/docker.sock").exists() and PODMAN_SOCKET.exists():
-        return f"unix://{PODMAN_SOCKET}"
-    return None
-
-
-@functools.cache
-def _keeping_client() -> type[Any]:
-    """A docker SDK client whose containers stay until their exit code is read.
-
-    kfp.local.DockerRunner starts every step with ``auto_remove=True`` and asks for the
-    exit code once the log stream ends. By then podman (always) or docker (when it is
-    quicker than the client) has removed the container: the wait answers 404, which kfp
-    reads as success, so a failed step would pass; or podman 4.3 answers 500, which kfp
-    does not expect. With this client a step's container is kept until its exit code is
-    read and removed right after, as `docker run --rm` does on its own.
-    """
-    import docker
-    from docker.models.containers import Container, ContainerCollection
-
-    class KeptContainer(Container):
-        def wait(self, **kwargs: Any) -> Any:
-            try:
-                return super().wait(**kwargs)
-            finally:
-                with contextlib.suppress(docker.errors.APIError):
-                    self.remove(force=True)
-
-    class KeptContainers(ContainerCollection):
-        model = KeptContainer
-
-        def run(self, image: str, command: Any = None, **kwargs: Any) -> Any:
-            kwargs["auto_remove"] = False
-            return super().run(image, command, **kwargs)
-
-    class KeepingClient(docker.DockerClient):
-        @property
-        def containers(self) -> KeptContainers:
-            return KeptContainers(client=self)
-
-    return KeepingClient
-
-
-@contextlib.contextmanager
-def docker_api(settings: Settings, run_id: str) -> Iterator[dict[str, Any]]:
-    """Within: ``docker.from_env()`` (which DockerRunner calls per step) gives clients
-    that keep each container until its exit code is read. Yields DockerRunner's
-    arguments: the project's directories mounted at the same absolute paths (the
-    settings name host paths), the host's user (outputs stay the user's files), the
-    host network, and a label that finds leftovers afterwards."""
-    try:
-        import docker
-    except ImportError:
-        raise ContainerError(
-            "the docker runner needs the docker Python package: pip install docker"
-        ) from None
-    from docker.types import Mount
-
-    client_cls = _keeping_client()
-    base_url = docker_base_url()
-
-    def from_env(**kwargs: Any) -> Any:
-        if base_url is None:
-            return client_cls.from_env(**kwargs)
-        return client_cls(base_url=base_url, timeout=kwargs.get("timeout", 600))
-
-    where = base_url or env("DOCKER_HOST") or "the default Docker socket"
-    try:
-        probe = from_env()
-        probe.ping()
-    except docker.errors.DockerException as exc:
-        raise ContainerError(f"no Docker API answers at {where} ({exc}): {HINT}") from None
-    try:
-        probe.images.get(COMPONENT_IMAGE)
-    except docker.errors.ImageNotFound:
-        raise ContainerError(
-            f"the components' image {COMPONENT_IMAGE} is not built: run `crispops images build`"
-        ) from None
-    label = {"crispops.run": run_id}
-    args: dict[str, Any] = {
-        "mounts": [
-            Mount(target=str(p), source=str(p), type="bind") for p in _mount_roots(settings)
-        ],
-        "user": f"{os.getuid()}:{os.getgid()}",
-        "network_mode": "host",
-        "environment": {"HOME": "/tmp", "BENTOML_DO_NOT_TRACK": "True"},
-        "labels": label,
-    }
-    original = docker.from_env
-    docker.from_env = from_env
-    try:
-        yield args
-    finally:
-        docker.from_env = original
-        with contextlib.suppress(docker.errors.DockerException):
-            for c in probe.containers.list(all=True, filters={"label": "crispops.run=" + run_id}):
-                c.remove(force=True)
-        probe.close()
+    reg = registry or settings.cluster.registry
+    component = settings.cluster.component_image if registry is None else component_image(reg)
+    plan = [
+        (
+            "components image (every pipeline step runs in it)",
+            [
+                "python -m pip wheel -c constraints.txt --wheel-dir build/wheelhouse . uv",
+                f"docker build --build-arg BASE_IMAGE={PUBLIC_BASE_IMAGE} -t {component} .",
+                f"docker push {component}",
+            ],
+        )
+    ]
+    champion = read_champion(settings.champion_file)
+    if champion is None:
+        plan.append(("model service image", ["# no champion yet: run `crispops run` first"]))
+        return plan
+    image = bento_image(reg, champion.bento_tag)
+    plan.append(
+        (
+            "model service image (the champion's Bento)",
+            [
+                f"BENTOML_HOME={settings.bentoml_home} bentoml containerize "
+                f"{champion.bento_tag} --image-tag {image}",
+                f"docker push {image}",
+            ],
+        )
+    )
+    return plan

@@ -148,7 +148,7 @@ def run_training(
     if runner == "docker":
         # Every step in the components' image; raises ContainerError before the run when
         # no Docker API answers or the image is not built.
-        from crispops.containers import docker_api
+        from crispops.orchestration.docker import docker_api
 
         runner_args = containers.enter_context(docker_api(settings, run_id))
         kfp_runner: Any = local.DockerRunner(**runner_args)

@@ -49,7 +49,6 @@ from __future__ import annotations
 import copy
 import enum
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -59,6 +58,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from crispops.cluster.images import bento_image, image_name
+from crispops.errors import DeployError
 
 __all__ = [
     "ANNOTATION_PREFIX",
@@ -105,15 +107,7 @@ REQUEST_TIMEOUT_S = (10.0, 60.0)
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 
-# OCI distribution spec: a repository path component and a tag.
-_REPO_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
 Action = Literal["created", "configured", "unchanged"]
-
-
-class DeployError(RuntimeError):
-    """A deployment step failed; the message says what and where, for the user."""
 
 
 class ApplyStrategy(enum.StrEnum):
@@ -161,50 +155,6 @@ class DeployResult:
     @property
     def changed(self) -> bool:
         return any(r.action != "unchanged" for r in self.results)
-
-
-# images ---------------------------------------------------------------------------------
-
-
-def bento_image(registry: str, bento_tag: str) -> str:
-    """The image of a Bento: ``credit_default_v1:abc123`` → ``<registry>/credit_default_v1:abc123``.
-
-    Raises ValueError for a tag that is not ``name:version``, names ``latest`` or is
-    not a valid image reference.
-    """
-    name, sep, version = bento_tag.strip().partition(":")
-    if not sep or not name or not version:
-        raise ValueError(
-            f"Bento tag {bento_tag!r} must be name:version (e.g. credit_default_v1:abc123), "
-            "the tag the package step printed"
-        )
-    if version.lower() == "latest":
-        raise ValueError(
-            f"Bento tag {bento_tag!r} names 'latest': deploy pins the exact version the "
-            "package step built, never :latest"
-        )
-    if not _REPO_COMPONENT_RE.match(name):
-        raise ValueError(
-            f"Bento tag {bento_tag!r}: {name!r} is not a valid image name "
-            "(lowercase letters, digits and . _ - separators)"
-        )
-    if not _TAG_RE.match(version):
-        raise ValueError(
-            f"Bento tag {bento_tag!r}: {version!r} is not a valid image tag "
-            "(letters, digits, _ . -; at most 128 characters)"
-        )
-    reg = registry.strip().rstrip("/")
-    if not reg or any(c.isspace() for c in reg) or "@" in reg:
-        raise ValueError(f"registry {registry!r} is not a valid image registry/namespace")
-    return f"{reg}/{name}:{version}"
-
-
-def _image_name(image: str) -> str:
-    """The repository of an image reference, without tag or digest."""
-    ref = image.split("@", 1)[0]
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    return ref[:colon] if colon > slash else ref
 
 
 # render -----------------------------------------------------------------------------------
@@ -320,12 +270,12 @@ def _set_model_image(objects: list[dict[str, Any]], image: str, overlay_dir: Pat
     names = {MODEL_SERVICE_IMAGE_NAME}
     current = _template_image((deployment.get("spec") or {}).get("template") or {})
     if current:
-        names.add(_image_name(current))
+        names.add(image_name(current))
     replaced = 0
     for obj in objects:
         for pod in _pod_specs(obj):
             for container in _containers(pod):
-                if _image_name(str(container.get("image", ""))) in names:
+                if image_name(str(container.get("image", ""))) in names:
                     container["image"] = image
                     replaced += 1
     if replaced == 0:

@@ -7,8 +7,7 @@ from typing import Any
 
 import yaml
 
-from crispops.config import Settings
-from crispops.images import COMPONENT_IMAGE
+from crispops.config import COMPONENT_IMAGE, Settings
 
 PIPELINES = ("training", "materialization")
 

@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 from crispops.config import CONFIG_FILE, ClusterSettings, ServingSettings, load_settings
-from crispops.io import DataFileError, read_table
+from crispops.errors import DataFileError, ScaffoldError
+from crispops.io import read_table
 from crispops.steps.ingest import FEAST_TS, to_utc
 
 TASKS = ("binary", "multiclass", "regression")
@@ -91,10 +92,6 @@ FEAST_TYPES = ("Bool", "Float64", "Int64", "String")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Names the generated module binds itself (an entity variable must not shadow them).
 _MODULE_NAMES = frozenset({"timedelta", "Path", "DATA", "OWNER"})
-
-
-class ScaffoldError(ValueError):
-    """A target directory or option `crispops init` cannot use; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -421,7 +418,9 @@ def _check_label(y: pd.Series, label: str, kind: str, task: str, where: str) -> 
 
 # Rendering -----------------------------------------------------------------------------
 def _template(name: str) -> Template:
-    return Template(resources.files("crispops").joinpath("templates", name).read_text("utf-8"))
+    return Template(
+        resources.files("crispops.project").joinpath("templates", name).read_text("utf-8")
+    )
 
 
 def _toml(value: Any) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from crispops.config import Settings, env
+from crispops.errors import SubmitError, UserError
 
 #: Seconds allowed to connect, and to wait for an answer, in the health check.
 CONNECT_TIMEOUT_S = 10.0
@@ -36,10 +37,6 @@ READ_TIMEOUT_S = 30.0
 
 #: kfp.Client reads this for the UI's address (else the API host); so do we.
 UI_ENDPOINT_ENV = "KF_PIPELINES_UI_ENDPOINT"
-
-
-class SubmitError(Exception):
-    """Submission failed; the message is one line a user can act on."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,7 @@ def kfp_cron(expression: str) -> str:
     if len(fields) == 5:
         fields = ["0", *fields]
     elif len(fields) != 6:
-        raise ValueError(
+        raise UserError(
             f"schedule {expression!r}: expected 5 cron fields (minute hour day-of-month "
             f"month day-of-week) or KFP's 6 (second first), got {len(fields)}"
         )
@@ -131,7 +128,7 @@ def kfp_cron(expression: str) -> str:
         try:
             _check_cron_field(value, field, low, high, names)
         except ValueError as exc:
-            raise ValueError(f"schedule {expression!r}: {exc}") from None
+            raise UserError(f"schedule {expression!r}: {exc}") from None
     return " ".join(fields)
 
 
@@ -216,7 +213,7 @@ def _calling(what: str, host: str, token_env: str, token: bool) -> Iterator[None
 def _check_host(host: str) -> str:
     url = host.strip().rstrip("/")
     if not re.match(r"^https?://[^/\s]+", url):
-        raise ValueError(
+        raise UserError(
             f"host {host!r}: give the Kubeflow Pipelines API as a URL starting with "
             "http:// or https://"
         )
@@ -288,13 +285,13 @@ def submit(
     Raises ValueError for bad arguments (before any request) and SubmitError when
     compiling or the cluster fails.
     """
-    from crispops.compile import PIPELINES, compile_pipeline, pipeline_arguments
+    from crispops.orchestration.compile import PIPELINES, compile_pipeline, pipeline_arguments
 
     url = _check_host(host)
     if pipeline not in PIPELINES:
-        raise ValueError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
+        raise UserError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
     if not experiment.strip():
-        raise ValueError("experiment name is empty")
+        raise UserError("experiment name is empty")
     cron = kfp_cron(schedule) if schedule is not None else None
 
     token_env = settings.cluster.kfp_token_env

@@ -1,0 +1,5 @@
+"""`python -m crispops.cli`: the same as the `crispops` command."""
+
+from crispops.cli import main
+
+main()

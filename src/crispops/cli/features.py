@@ -1,0 +1,92 @@
+"""`crispops features apply|materialize|check`: the Feast feature store."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from crispops.cli.common import ProjectOpt, console, err, handle_errors, settings
+
+app = typer.Typer(help="The Feast feature store: apply, materialize, check.", no_args_is_help=True)
+
+
+@app.command("apply")
+@handle_errors
+def features_apply(project: ProjectOpt = None) -> None:
+    """Register the feature repo's definitions (as `feast apply`)."""
+    from crispops.steps.features import apply
+
+    s = settings(project)
+    with console.status("applying feature definitions"):
+        r = apply(s.repo_path)
+    console.print(
+        f"[green]applied[/] project {r.project}: feature views "
+        f"{', '.join(r.feature_views)}; on-demand {', '.join(r.on_demand_views) or '-'};"
+        f" services {', '.join(r.feature_services)}"
+    )
+
+
+@app.command("materialize")
+@handle_errors
+def features_materialize(project: ProjectOpt = None) -> None:
+    """Load the latest feature values into the online store, incrementally."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from crispops.steps.features import materialize
+
+    s = settings(project)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} views"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("materializing", total=None)
+
+        def on_view(name: str, i: int, n: int) -> None:
+            progress.update(
+                bar,
+                total=n,
+                completed=i,
+                description=f"materializing {name}" if name else "materialized",
+            )
+
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            result = materialize(s.repo_path, on_view=on_view)
+    for name, (start, end) in result.views.items():
+        since = f"{start:%Y-%m-%d %H:%M}" if start else "the start of its TTL"
+        console.print(f"  {name}: {since} -> {end:%Y-%m-%d %H:%M} UTC")
+
+
+@app.command("check")
+@handle_errors
+def features_check(
+    project: ProjectOpt = None,
+    sample: Annotated[int | None, typer.Option(min=1, help="Entities to compare.")] = None,
+) -> None:
+    """Check that online values equal the latest offline values for a sample of entities."""
+    from crispops.steps.features import check
+
+    s = settings(project)
+    n = sample or s.feature_store.check_sample
+    with console.status("comparing online and offline values"):
+        r = check(s.repo_path, s.feature_store.feature_service, s.data.entity, sample=n)
+    if r.ok:
+        console.print(
+            f"[green]ok[/]: {r.compared:,} values of {r.entities} entities x "
+            f"{r.features} features match (online == latest offline)"
+        )
+        return
+    table = Table(title="online differs from offline", show_lines=False)
+    for col in (s.data.entity, "feature", "offline (latest)", "online"):
+        table.add_column(col)
+    for m in r.mismatches[:50]:
+        table.add_row(str(m.entity), m.feature, repr(m.offline), repr(m.online))
+    console.print(table)
+    err.print(f"[bold red]{len(r.mismatches)} of {r.compared} values differ[/]")
+    raise typer.Exit(1)

@@ -1,0 +1,171 @@
+"""`crispops compile|run|submit`: the pipelines, locally or on a Kubeflow cluster."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from crispops.cli.common import ProjectOpt, UserError, console, err, handle_errors, settings
+from crispops.config import Settings
+
+if TYPE_CHECKING:
+    from crispops.champion import Champion
+    from crispops.orchestration.local import RunResult
+
+
+@handle_errors
+def compile_(
+    out: Annotated[Path, typer.Option(help="Directory for the IR YAML files.")] = Path(
+        "build/pipelines"
+    ),
+    project: ProjectOpt = None,
+) -> None:
+    """Write each pipeline's IR YAML (for a Kubeflow Pipelines cluster)."""
+    from crispops.orchestration.compile import compile_all
+
+    s = settings(project)
+    for name, path in compile_all(s, out).items():
+        console.print(f"{name}: {path}")
+
+
+@handle_errors
+def run(
+    project: ProjectOpt = None,
+    runner: Annotated[str, typer.Option(help="subprocess (default) or docker.")] = "subprocess",
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: a timestamp).")] = None,
+) -> None:
+    """Run the training pipeline on this machine through KFP's local runner."""
+    if runner not in {"subprocess", "docker"}:
+        raise UserError(f"--runner {runner!r}: choose subprocess or docker")
+    run_pipeline(settings(project), runner, run_id)
+
+
+def run_pipeline(s: Settings, runner: str, run_id: str | None) -> None:
+    """Run the training pipeline with live progress; print its summary, or why it failed."""
+    from crispops.champion import read_champion
+    from crispops.orchestration.local import run_training
+
+    # KFP's output is captured into the run log while the pipeline runs; progress goes
+    # to the terminal through a console bound to the real stdout, never into that capture.
+    live = Console(file=sys.stdout)
+
+    def on_event(kind: str, task: str, status: str) -> None:
+        if kind == "start":
+            live.print(f"  [cyan]>[/] {task}", highlight=False)
+        else:
+            mark = "[green]ok[/]" if status == "SUCCESS" else f"[red]{status}[/]"
+            live.print(f"  {mark} {task}", highlight=False)
+
+    console.print(f"[bold]training pipeline[/] ({runner} runner), project {s.project_dir}")
+    result = run_training(s, on_event=on_event, runner=runner, run_id=run_id)
+    console.print(f"log: {result.log}")
+    if not result.ok:
+        step = result.failed_step or "?"
+        report = result.artifact("validate", "report")
+        if step == "validate" and report and report.is_file():
+            console.print(report.read_text())
+            err.print(
+                f"[bold red]stopped at validate[/]: bad data, nothing trained or packaged. "
+                f"Report: {report}"
+            )
+        else:
+            err.print(f"[bold red]the pipeline failed at {step}[/]: {_last_error(result)}")
+        raise typer.Exit(1)
+    _print_summary(s, result, read_champion(s.champion_file))
+
+
+def _last_error(result: RunResult) -> str:
+    text = result.log.read_text(encoding="utf-8", errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if "Error" in ln or "error" in ln]
+    return lines[-1] if lines else (result.error.splitlines()[-1] if result.error else "")
+
+
+def _print_summary(s: Settings, result: RunResult, champion: Champion | None) -> None:
+    decision = result.decision or {}
+    board = decision.get("leaderboard", [])
+    metric = s.training.selection_metric
+    if board:
+        from crispops.config import TASK_METRICS
+
+        table = Table(title=f"leaderboard (holdout, by {metric})")
+        cols = ["rank", "candidate", *TASK_METRICS[s.data.task]]
+        for c in cols:
+            table.add_column(c, justify="left" if c == "candidate" else "right")
+        for row in board:
+            cells = [row.get(c) for c in cols]
+            table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells])
+        console.print(table)
+    steps = Table(title=f"steps ({result.seconds:.1f} s in all)")
+    steps.add_column("step")
+    steps.add_column("tasks", justify="right")
+    steps.add_column("seconds", justify="right")
+    done = result.completed()
+    for name, took in sorted(
+        result.task_seconds().items(), key=lambda kv: min(result.starts.get(kv[0], [0.0]))
+    ):
+        steps.add_row(name, str(done.count(name)), f"{took:.1f}")
+    console.print(steps)
+    reason = decision.get("reason", "")
+    if decision.get("promote"):
+        console.print(f"[bold green]{reason}[/]")
+    else:
+        console.print(f"[bold yellow]{reason}[/]")
+    if champion:
+        console.print(
+            f"champion: model [bold]{champion.model_tag}[/], Bento "
+            f"[bold]{champion.bento_tag}[/] ({champion.metric} {champion.score:.4f})"
+        )
+    for label, task, name in (
+        ("EDA report", "explore", "report"),
+        ("EDA summary", "explore", "summary"),
+        ("validation", "validate", "report"),
+        ("leaderboard", "select-champion", "leaderboard"),
+    ):
+        path = result.artifact(task, name)
+        if path:
+            console.print(f"{label}: {path}")
+
+
+@handle_errors
+def submit(
+    host: Annotated[
+        str | None, typer.Option(help="Kubeflow Pipelines API URL (default: cluster.kfp_host).")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="Experiment name.")] = "crispops",
+    schedule: Annotated[
+        str | None, typer.Option(help="Cron expression: make a recurring run instead of one run.")
+    ] = None,
+    pipeline: Annotated[str, typer.Option(help="training or materialization.")] = "training",
+    namespace: Annotated[
+        str | None, typer.Option(help="Kubeflow profile (multi-user KFP).")
+    ] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Compile a pipeline and submit it to a Kubeflow Pipelines cluster (token from the
+    environment variable named by cluster.kfp_token_env)."""
+    from crispops.orchestration.compile import PIPELINES
+    from crispops.orchestration.submit import submit as submit_pipeline
+
+    s = settings(project)
+    url = host or s.cluster.kfp_host
+    if not url:
+        raise UserError("no KFP host: pass --host URL or set cluster.kfp_host")
+    if pipeline not in PIPELINES:
+        raise UserError(f"--pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
+    with console.status(f"submitting {pipeline} to {url}"):
+        result = submit_pipeline(
+            s,
+            host=url,
+            pipeline=pipeline,
+            experiment=experiment,
+            schedule=schedule,
+            namespace=namespace,
+        )
+    for key, value in result.as_dict().items():
+        if value not in (None, ""):
+            console.print(f"{key}: {value}", highlight=False)

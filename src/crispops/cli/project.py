@@ -1,0 +1,105 @@
+"""`crispops init|demo|demo-data`: set a project up, or run the bundled demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from crispops.cli.common import ProjectOpt, UserError, console, handle_errors, settings
+from crispops.cli.features import features_apply, features_check, features_materialize
+from crispops.cli.pipeline import run_pipeline
+from crispops.config import bundled_demo_dir
+
+
+@handle_errors
+def demo_data(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output directory. Default: the demo feature repo's data/ folder."),
+    ] = None,
+    customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 2000,
+    days: Annotated[int, typer.Option(min=90, help="Days of history.")] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    project: ProjectOpt = None,
+) -> None:
+    """Write the seeded credit-default demo data set (Parquet)."""
+    from crispops.project.demo_data import generate
+
+    if out is None:
+        out = settings(project).repo_path / "data"
+    result = generate(out, customers=customers, days=days, seed=seed)
+    table = Table(title=f"demo data in {result.out_dir}")
+    table.add_column("file")
+    table.add_column("rows", justify="right")
+    table.add_row("customer_profiles.parquet", f"{result.profiles:,}")
+    table.add_row("account_activity.parquet", f"{result.activity:,}")
+    table.add_row("loan_applications.parquet (labels)", f"{result.applications:,}")
+    console.print(table)
+    console.print(
+        f"{result.customers:,} customers, {result.start:%Y-%m-%d} to "
+        f"{result.end:%Y-%m-%d}, default rate {result.default_rate:.1%}"
+    )
+
+
+@handle_errors
+def demo(
+    project: ProjectOpt = None,
+    customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 2000,
+) -> None:
+    """The whole cycle on the embedded default: data, features, pipeline, champion."""
+    s = settings(project)
+    if s.project_dir != bundled_demo_dir() and project is None:
+        console.print(f"project: {s.project_dir}")
+    if not s.label_source_path.exists():
+        demo_data(out=None, customers=customers, days=365, seed=7, project=s.project_dir)
+    features_apply(project=s.project_dir)
+    features_materialize(project=s.project_dir)
+    features_check(project=s.project_dir, sample=None)
+    run_pipeline(s, "subprocess", None)
+    console.print(
+        "\nnext: [bold]crispops serve[/] then "
+        "[bold]crispops predict --entity 1001 --field requested_amount=12000 "
+        "--field term_months=36[/]"
+    )
+
+
+@handle_errors
+def init(
+    directory: Annotated[Path, typer.Argument(help="New project directory.")],
+    data: Annotated[
+        Path,
+        typer.Option(help="Parquet or CSV file with entity, timestamp, label and feature columns."),
+    ],
+    entity: Annotated[str, typer.Option(help="Entity key column.")],
+    timestamp: Annotated[str, typer.Option(help="Event timestamp column.")],
+    label: Annotated[str, typer.Option(help="Label column.")],
+    task: Annotated[str, typer.Option(help="binary, multiclass or regression.")],
+    force: Annotated[
+        bool, typer.Option(help="Write into an existing, non-empty directory.")
+    ] = False,
+) -> None:
+    """Scaffold a project (crispops.toml and a Feast repo) for your own tabular data."""
+    from crispops.project.scaffold import scaffold
+
+    if task not in {"binary", "multiclass", "regression"}:
+        raise UserError(f"--task {task!r}: choose binary, multiclass or regression")
+    result = scaffold(
+        directory,
+        data=data,
+        entity=entity,
+        timestamp=timestamp,
+        label=label,
+        task=task,
+        force=force,
+    )
+    console.print(
+        f"[green]created[/] {result.directory}: {len(result.features)} features "
+        f"({', '.join(result.features[:8])}{'...' if len(result.features) > 8 else ''})"
+    )
+    console.print(
+        f"next: crispops features apply -p {directory} && "
+        f"crispops features materialize -p {directory} && crispops run -p {directory}"
+    )

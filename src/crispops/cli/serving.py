@@ -1,0 +1,104 @@
+"""`crispops serve|predict`: the champion's Bento on this machine, and a small client."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from crispops.cli.common import ProjectOpt, UserError, console, err, handle_errors, settings
+
+
+@handle_errors
+def serve(
+    project: ProjectOpt = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: serving.port).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: serving.host).")] = None,
+) -> None:
+    """Serve the current champion's Bento on this machine (`bentoml serve`)."""
+    from crispops.champion import read_champion
+    from crispops.serving.runtime import serve_argv, serving_env
+
+    s = settings(project)
+    champion = read_champion(s.champion_file)
+    if champion is None:
+        raise UserError(f"{s.project_dir}: no champion yet; run `crispops run` first")
+    envs = {**os.environ, **serving_env(s)}
+    argv = serve_argv(champion.bento_tag, host or s.serving.host, port or s.serving.port)
+    err.print(
+        f"serving {champion.bento_tag} ({champion.metric} {champion.score:.4f}) on "
+        f"http://{host or s.serving.host}:{port or s.serving.port}"
+    )
+    os.execve(sys.executable, argv, envs)
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@handle_errors
+def predict(
+    entity: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--entity", "-e", help="Entity key to score by its online features (repeatable)."
+        ),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field", "-f", help="NAME=VALUE request-time field, sent with every entity."
+        ),
+    ] = None,
+    records: Annotated[
+        Path | None,
+        typer.Option(
+            "--records", help="JSON file: a list of records holding every feature (POST /predict)."
+        ),
+    ] = None,
+    url: Annotated[str, typer.Option(help="Service address.")] = "http://127.0.0.1:3000",
+    project: ProjectOpt = None,
+) -> None:
+    """Call a running service: by entity key (/predict_entity) or with feature values
+    (/predict)."""
+    import httpx
+
+    if bool(entity) == bool(records):
+        raise UserError("give --entity KEY (with --field NAME=VALUE) or --records FILE")
+    if records is not None:
+        try:
+            body: Any = {"records": json.loads(records.read_text())}
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"--records {records}: {exc}") from None
+        path = "/predict"
+    else:
+        s = settings(project)
+        extra: dict[str, Any] = {}
+        for item in field or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise UserError(f"--field {item!r}: expected NAME=VALUE")
+            extra[name] = _value(value)
+        body = {"records": [{s.data.entity: _value(k), **extra} for k in entity or []]}
+        path = "/predict_entity"
+    try:
+        resp = httpx.post(url.rstrip("/") + path, json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        raise UserError(
+            f"{url}: cannot reach the service ({exc}); is `crispops serve` running?"
+        ) from None
+    if resp.status_code >= 400:
+        err.print(f"[bold red]{resp.status_code}[/] {resp.text}", highlight=False)
+        raise typer.Exit(1)
+    console.print_json(resp.text)

@@ -1,0 +1,1 @@
+"""Project setup: `crispops init` (scaffold and its templates) and the demo data."""

@@ -1,0 +1,73 @@
+"""The model server's runtime contract: the environment a server process reads.
+
+A Bento holds no crispops.toml: `crispops serve`, the container run and the
+Deployment set ``CRISPOPS_SERVING__<KEY>`` for each key in ``RUNTIME_KEYS`` (plus
+BentoML's home and one thread per numeric library), and the server reads them back
+with :func:`crispops.config.serving_runtime`. This module writes that environment;
+``config`` is where it is read.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from crispops.config import ENV_PREFIX, serving_runtime
+
+if TYPE_CHECKING:
+    from crispops.config import Settings
+
+__all__ = ["RUNTIME_KEYS", "THREAD_ENV", "env_name", "serve_argv", "serving_env", "serving_runtime"]
+
+#: The serving settings a server process reads from its environment.
+RUNTIME_KEYS = (
+    "workers",
+    "max_batch_size",
+    "max_latency_ms",
+    "max_concurrency",
+    "missing_entity",
+    "feature_repo",
+    "feature_store_yaml",
+)
+
+#: One thread per numeric library: workers share the cores (see DESIGN.md).
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def env_name(key: str) -> str:
+    """``max_batch_size`` -> ``CRISPOPS_SERVING__MAX_BATCH_SIZE``."""
+    return f"{ENV_PREFIX}SERVING__{key.upper()}"
+
+
+def serving_env(settings: Settings) -> dict[str, str]:
+    """The environment of a model server for this project (what serving_runtime reads)."""
+    sv = settings.serving
+    values = sv.model_dump(include=set(RUNTIME_KEYS))
+    values["feature_repo"] = settings.repo_path
+    if sv.online_store == "cluster":
+        values["feature_store_yaml"] = settings.feature_store.cluster_config
+    envs = {
+        "BENTOML_HOME": str(settings.bentoml_home),
+        "BENTOML_DO_NOT_TRACK": "True",
+        **THREAD_ENV,
+    }
+    for key in RUNTIME_KEYS:
+        value = values.get(key)
+        if value is not None:
+            envs[env_name(key)] = str(value)
+    return envs
+
+
+def serve_argv(bento_tag: str, host: str, port: int) -> list[str]:
+    """The `bentoml serve` command line for a Bento."""
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        bento_tag,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crispops.project.demo_data import DEFAULT_CUSTOMERS
+from crispops.steps import Step
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.5
@@ -133,18 +134,7 @@ def time_demo(work: Path) -> float:
     return wall
 
 
-STEPS = [
-    "imports",
-    "ingest",
-    "validate",
-    "explore",
-    "split",
-    "select-features",
-    "train",
-    "evaluate",
-    "select-champion",
-    "package",
-]
+STEPS = ["imports", *Step]
 
 
 def report(results: dict[int, dict[str, Any]], demo_wall: float | None) -> bool:

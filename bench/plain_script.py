@@ -25,17 +25,20 @@ def main(project: Path, out: Path) -> None:
 
     from crispops import lifecycle as L
     from crispops.config import load_settings
+    from crispops.steps import Step
 
     times["imports"] = time.perf_counter() - started
     s = load_settings(project)
     work = Path(tempfile.mkdtemp(prefix="plain-", dir=s.state_path.parent))
     data, contract = work / "data.parquet", work / "contract.json"
-    timed("ingest", L.ingest_task, s, data, contract)
-    timed("validate", L.validate_task, s, data, work / "report.md", work / "profile.json", contract)
-    timed("explore", L.explore_task, s, data, work / "eda.html", work / "eda.md", contract)
-    timed("split", L.split_task, s, data, work / "train.parquet", work / "test.parquet")
+    timed(Step.INGEST, L.ingest_task, s, data, contract)
     timed(
-        "select-features",
+        Step.VALIDATE, L.validate_task, s, data, work / "report.md", work / "profile.json", contract
+    )
+    timed(Step.EXPLORE, L.explore_task, s, data, work / "eda.html", work / "eda.md", contract)
+    timed(Step.SPLIT, L.split_task, s, data, work / "train.parquet", work / "test.parquet")
+    timed(
+        Step.SELECT_FEATURES,
         L.select_features_task,
         s,
         work / "train.parquet",
@@ -47,7 +50,7 @@ def main(project: Path, out: Path) -> None:
     for cand in L.candidate_items(s):
         name = cand["name"]
         info = timed(
-            "train",
+            Step.TRAIN,
             L.train_task,
             s,
             work / "train.parquet",
@@ -58,7 +61,7 @@ def main(project: Path, out: Path) -> None:
         )
         models[name] = (work / f"{name}.joblib", info)
         timed(
-            "evaluate",
+            Step.EVALUATE,
             L.evaluate_task,
             s,
             work / f"{name}.joblib",
@@ -68,7 +71,7 @@ def main(project: Path, out: Path) -> None:
         )
         evaluations.append(work / f"{name}.eval.json")
     decision = timed(
-        "select-champion",
+        Step.SELECT_CHAMPION,
         L.select_champion_task,
         s,
         evaluations,
@@ -80,7 +83,7 @@ def main(project: Path, out: Path) -> None:
     )
     if decision.promote:
         timed(
-            "package",
+            Step.PACKAGE,
             L.package_task,
             s,
             model_file=work / "champion.joblib",

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from crispops.cli.common import ProjectOpt, UserError, console, err, handle_errors, settings
 from crispops.config import Settings
+from crispops.steps import Step
 
 if TYPE_CHECKING:
     from crispops.champion import Champion
@@ -66,8 +67,8 @@ def run_pipeline(s: Settings, runner: str, run_id: str | None) -> None:
     console.print(f"log: {result.log}")
     if not result.ok:
         step = result.failed_step or "?"
-        report = result.artifact("validate", "report")
-        if step == "validate" and report and report.is_file():
+        report = result.artifact(Step.VALIDATE, "report")
+        if step == Step.VALIDATE and report and report.is_file():
             console.print(report.read_text())
             err.print(
                 f"[bold red]stopped at validate[/]: bad data, nothing trained or packaged. "
@@ -121,10 +122,10 @@ def _print_summary(s: Settings, result: RunResult, champion: Champion | None) ->
             f"[bold]{champion.bento_tag}[/] ({champion.metric} {champion.score:.4f})"
         )
     for label, task, name in (
-        ("EDA report", "explore", "report"),
-        ("EDA summary", "explore", "summary"),
-        ("validation", "validate", "report"),
-        ("leaderboard", "select-champion", "leaderboard"),
+        ("EDA report", Step.EXPLORE, "report"),
+        ("EDA summary", Step.EXPLORE, "summary"),
+        ("validation", Step.VALIDATE, "report"),
+        ("leaderboard", Step.SELECT_CHAMPION, "leaderboard"),
     ):
         path = result.artifact(task, name)
         if path:

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from crispops.config import Settings
 from crispops.io import read_json
+from crispops.steps import Step
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
@@ -93,7 +94,7 @@ class RunResult:
 
     @property
     def decision(self) -> dict[str, Any] | None:
-        path = self.artifact("select-champion", "decision")
+        path = self.artifact(Step.SELECT_CHAMPION, "decision")
         return read_json(path) if path else None
 
 

@@ -23,75 +23,55 @@ naming the file and the column; an unusable target raises :class:`ScaffoldError`
 
 from __future__ import annotations
 
-import builtins
 import contextlib
-import json
-import keyword
-import math
 import os
-import re
 import secrets
 import shutil
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
-from string import Template
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from crispops.config import CONFIG_FILE, ClusterSettings, ServingSettings, load_settings
+from crispops.config import CONFIG_FILE, load_settings
 from crispops.errors import DataFileError, ScaffoldError
-from crispops.io import read_table
+from crispops.project.columns import (
+    RESERVED_NAMES,
+    bad_name,
+    canonical,
+    feast_type,
+    project_name,
+    read_data,
+)
+from crispops.project.render import (
+    CANDIDATES,
+    names_for,
+    render_features,
+    render_settings,
+    safe_text,
+    template,
+)
 from crispops.steps.ingest import FEAST_TS, to_utc
 
-TASKS = ("binary", "multiclass", "regression")
-SELECTION_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
-
-_FOREST: dict[str, Any] = {
-    "name": "forest",
-    "estimator": "random_forest",
-    "search": {"n_estimators": [150], "max_depth": [8, 14], "min_samples_leaf": [5]},
-}
-_HGB: dict[str, Any] = {
-    "name": "hgb",
-    "estimator": "hist_gradient_boosting",
-    "search": {"learning_rate": [0.05, 0.1], "max_iter": [150], "max_leaf_nodes": [15, 31]},
-}
-_CLASSIFIERS = [
-    {"name": "logreg", "estimator": "logistic_regression", "search": {"C": [0.1, 1.0, 10.0]}},
-    _FOREST,
-    _HGB,
+__all__ = [
+    "CANDIDATES",
+    "PreparedData",
+    "ScaffoldError",
+    "ScaffoldResult",
+    "feast_type",
+    "prepare",
+    "project_name",
+    "read_data",
+    "scaffold",
 ]
-#: Default training candidates per task: small grids, quick on a laptop.
-CANDIDATES: dict[str, list[dict[str, Any]]] = {
-    "binary": _CLASSIFIERS,
-    "multiclass": _CLASSIFIERS,
-    "regression": [
-        {"name": "ridge", "estimator": "ridge", "search": {"alpha": [0.1, 1.0, 10.0]}},
-        _FOREST,
-        _HGB,
-    ],
-}
 
+TASKS = ("binary", "multiclass", "regression")
 REPO_DIR = "feature_repo"
 FEATURES_FILE = "features.parquet"
 LABELS_FILE = "labels.parquet"
-#: Days added to the age of the oldest row to make the feature view's ttl.
-TTL_MARGIN_DAYS = 30
 #: Fewest rows a project may start with (Settings accepts data.min_rows >= 10).
 MIN_ROWS = 10
-DEFAULT_MIN_ROWS = 200
-#: Column names Feast uses itself (the timestamp column may be called event_timestamp).
-RESERVED_NAMES = frozenset({FEAST_TS, "created", "entity_row_id"})
-FEAST_TYPES = ("Bool", "Float64", "Int64", "String")
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: Names the generated module binds itself (an entity variable must not shadow them).
-_MODULE_NAMES = frozenset({"timedelta", "Path", "DATA", "OWNER"})
 
 
 @dataclass(frozen=True)
@@ -115,132 +95,6 @@ class PreparedData:
     @property
     def rows(self) -> int:
         return len(self.labels)
-
-
-# Names ---------------------------------------------------------------------------------
-def project_name(directory: Path | str) -> str:
-    """A Feast project name from a directory name: lower case, [a-z0-9_], starts with a letter."""
-    name = re.sub(r"[^a-z0-9_]+", "_", Path(directory).name.lower())
-    name = re.sub(r"_+", "_", name).strip("_") or "project"
-    return f"project_{name}" if name[0].isdigit() else name
-
-
-def _entity_name(column: str) -> str:
-    """customer_id -> customer: the Feast entity's name, as in Feast's templates."""
-    base = column[:-3] if column.lower().endswith("_id") and len(column) > 3 else column
-    return project_name(base) if base.strip("_") else "entity"
-
-
-def _bad_name(name: str) -> str | None:
-    """Why a column name cannot be a Feast field / Python identifier, or None."""
-    if not _NAME.match(name):
-        return "not letters, digits and underscores starting with a letter"
-    if keyword.iskeyword(name):
-        return "a Python keyword"
-    if name.startswith("__"):
-        return "starts with a double underscore"
-    return None
-
-
-# Types ---------------------------------------------------------------------------------
-def _py_kind(cls: type) -> str | None:
-    """The Feast type of one Python value's class, or None."""
-    if issubclass(cls, bool | np.bool_):
-        return "Bool"
-    if issubclass(cls, int | np.integer):
-        return "Int64"
-    if issubclass(cls, float | np.floating):
-        return "Float64"
-    if issubclass(cls, str):
-        return "String"
-    return None
-
-
-def _type_word(cls: type) -> str:
-    if issubclass(cls, list | tuple | np.ndarray):
-        return "list"
-    if issubclass(cls, dict):
-        return "dict"
-    return cls.__name__
-
-
-def feast_type(series: pd.Series) -> str:
-    """The Feast type of a column: Bool, Int64, Float64 or String.
-
-    Raise ValueError saying what the column holds when it is none of these (times,
-    durations, lists, dicts, bytes, values of mixed types) or holds no values at all.
-    """
-    dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
-        return feast_type(series.astype(object))
-    if pd.api.types.is_bool_dtype(dtype):
-        return "Bool"
-    if pd.api.types.is_integer_dtype(dtype):
-        if dtype == np.uint64 and series.notna().any() and int(series.max()) > 2**63 - 1:
-            raise ValueError("integers beyond the signed 64-bit range")
-        return "Int64"
-    if pd.api.types.is_float_dtype(dtype):
-        return "Float64"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        raise ValueError(
-            "timestamps; only the timestamp column may hold times: derive a "
-            "number such as the age in days, or drop it"
-        )
-    if pd.api.types.is_timedelta64_dtype(dtype):
-        raise ValueError("durations; convert them to a number, e.g. seconds")
-    if pd.api.types.is_complex_dtype(dtype):
-        raise ValueError("complex numbers")
-    if not (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)):
-        # no square brackets: the CLI prints messages as rich markup
-        raise ValueError(f"values of type {str(dtype).replace('[', '(').replace(']', ')')}")
-    values = series.dropna()
-    if values.empty:
-        raise ValueError("no values")
-    classes = set(map(type, values))
-    kinds = {_py_kind(cls) for cls in classes}
-    if kinds == {"Int64", "Float64"}:
-        return "Float64"
-    kind = next(iter(kinds))
-    if len(kinds) == 1 and kind is not None:
-        return kind
-    words = sorted({_type_word(cls) for cls in classes})
-    if len(words) == 1:
-        raise ValueError(f"{words[0]} values")
-    raise ValueError(f"values of mixed types ({', '.join(words)})")
-
-
-def read_data(path: Path) -> pd.DataFrame:
-    """Read the input table (crispops.io.read_table), keeping CSV text columns as text.
-
-    pandas reads a large CSV in chunks and may type one chunk of a column as numbers
-    and another as strings; such a column is read again as the strings the file holds.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # handled below
-        df = read_table(path)
-    if path.suffix.lower() not in {".csv", ".txt"}:
-        return df
-    mixed = [
-        c
-        for c in df.columns
-        if pd.api.types.is_object_dtype(df[c]) and len(set(map(type, df[c].dropna()))) > 1
-    ]
-    if not mixed:
-        return df
-    again = pd.read_csv(path, usecols=mixed, dtype=dict.fromkeys(mixed, str))
-    return df.assign(**{c: again[c] for c in mixed})
-
-
-def _canonical(series: pd.Series, kind: str) -> pd.Series:
-    """The column in the one pandas dtype per Feast type that Parquet and Feast agree on."""
-    nulls = bool(series.isna().any())
-    if kind == "Float64":
-        return series.astype("float64")
-    if kind == "Int64":
-        return series.astype("Int64" if nulls else "int64")
-    if kind == "Bool":
-        return series.astype("boolean" if nulls else "bool")
-    return series.astype(object).where(series.notna(), None)
 
 
 # Data ----------------------------------------------------------------------------------
@@ -275,7 +129,7 @@ def prepare(
         raise DataFileError(
             f"{where}: no column {', '.join(missing)}; the file has: {', '.join(columns)}"
         )
-    bad = [f"{c!r} ({why})" for c in columns if (why := _bad_name(c))]
+    bad = [f"{c!r} ({why})" for c in columns if (why := bad_name(c))]
     bad += [f"{c!r} (reserved by Feast)" for c in columns if c in RESERVED_NAMES and c != timestamp]
     if bad:
         raise DataFileError(
@@ -323,7 +177,7 @@ def prepare(
         raise DataFileError(
             f"{where}: column {entity!r} (--entity) must hold integers or strings, but {shown}"
         )
-    entity_values = _canonical(df[entity], entity_kind)
+    entity_values = canonical(df[entity], entity_kind)
 
     # label
     y = df[label]
@@ -376,8 +230,8 @@ def prepare(
 
     features = pd.DataFrame({entity: entity_values, FEAST_TS: ts})
     for name, kind in types.items():
-        features[name] = _canonical(df[name], kind)
-    labels = pd.DataFrame({entity: entity_values, timestamp: ts, label: _canonical(y, label_kind)})
+        features[name] = canonical(df[name], kind)
+    labels = pd.DataFrame({entity: entity_values, timestamp: ts, label: canonical(y, label_kind)})
     order = [FEAST_TS, entity]
     features = features.sort_values(order, kind="stable", ignore_index=True)
     labels = labels.sort_values([timestamp, entity], kind="stable", ignore_index=True)
@@ -414,134 +268,6 @@ def _check_label(y: pd.Series, label: str, kind: str, task: str, where: str) -> 
             f"{col} holds {classes} distinct values; --task binary needs exactly two "
             f"(use --task {hint})"
         )
-
-
-# Rendering -----------------------------------------------------------------------------
-def _template(name: str) -> Template:
-    return Template(
-        resources.files("crispops.project").joinpath("templates", name).read_text("utf-8")
-    )
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"no TOML form for {value!r}")
-
-
-def _safe_text(text: str) -> str:
-    """A user-supplied name that may go inside a generated string or comment."""
-    return text if re.fullmatch(r"[\w .+-]{1,80}", text) else "the input file"
-
-
-@dataclass(frozen=True)
-class _Names:
-    project: str
-    entity: str  # Feast entity name
-    entity_var: str
-    source: str
-    view: str
-    service: str
-    module: str
-
-
-def _names(project: str, entity_column: str) -> _Names:
-    entity = _entity_name(entity_column)
-    source, view, service = f"{project}_source", f"{project}_fv", f"{project}_v1"
-    var = entity
-    if (
-        keyword.iskeyword(var)
-        or hasattr(builtins, var)
-        or var in _MODULE_NAMES
-        or var in {source, view, service}
-    ):
-        var = f"{entity}_entity"
-    return _Names(project, entity, var, source, view, service, f"{project}_features.py")
-
-
-def _schema_lines(types: dict[str, str]) -> str:
-    lines = []
-    for name, kind in types.items():
-        line = f'        Field(name="{name}", dtype={kind}),'
-        if len(line) > 100:  # as ruff format splits it
-            line = "\n".join(
-                [
-                    "        Field(",
-                    f'            name="{name}",',
-                    f"            dtype={kind},",
-                    "        ),",
-                ]
-            )
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def render_features(
-    names: _Names, entity_column: str, data: PreparedData, source_name: str, now: datetime
-) -> str:
-    age_days = max(0, math.ceil((pd.Timestamp(now) - data.oldest).total_seconds() / 86400))
-    used = sorted(set(data.feature_types.values()))
-    return _template("features.py.tmpl").substitute(
-        project=names.project,
-        source_name=source_name,
-        types=", ".join(used),
-        entity_var=names.entity_var,
-        entity_name=names.entity,
-        entity=entity_column,
-        value_type=data.entity_type,
-        source=names.source,
-        view=names.view,
-        service=names.service,
-        age_days=age_days,
-        margin_days=TTL_MARGIN_DAYS,
-        ttl_days=age_days + TTL_MARGIN_DAYS,
-        schema=_schema_lines(data.feature_types),
-    )
-
-
-def render_settings(
-    names: _Names,
-    *,
-    entity: str,
-    timestamp: str,
-    label: str,
-    task: str,
-    rows: int,
-    source_name: str,
-) -> str:
-    blocks = []
-    for cand in CANDIDATES[task]:
-        body = "\n".join(f"{k} = {_toml(v)}" for k, v in cand.items())
-        blocks.append(f"\n[[training.candidates]]\n{body}\n")
-    serving = ServingSettings()
-    cluster = ClusterSettings()
-    serving_keys = ("port", "workers", "max_batch_size", "missing_entity")
-    cluster_lines = [
-        f"{k} = {_toml(getattr(cluster, k))}" for k in ("namespace", "registry", "component_image")
-    ]
-    cluster_lines.append('# kfp_host = "https://kubeflow.example.com/pipeline"')
-    return _template("crispops.toml.tmpl").substitute(
-        project=names.project,
-        source_name=source_name,
-        entity=_toml(entity),
-        timestamp=_toml(timestamp),
-        label=_toml(label),
-        task=_toml(task),
-        min_rows=min(DEFAULT_MIN_ROWS, rows),
-        feature_service=_toml(names.service),
-        selection_metric=_toml(SELECTION_METRIC[task]),
-        candidates="".join(blocks),
-        serving="\n".join(f"{k} = {_toml(getattr(serving, k))}" for k in serving_keys) + "\n",
-        cluster="\n".join(cluster_lines),
-    )
 
 
 # Writing -------------------------------------------------------------------------------
@@ -632,8 +358,8 @@ def scaffold(
         where=str(data),
         now=now,
     )
-    names = _names(project_name(target), entity)
-    source_name = _safe_text(data.name)
+    names = names_for(project_name(target), entity)
+    source_name = safe_text(data.name)
     files = {
         CONFIG_FILE: render_settings(
             names,
@@ -644,13 +370,13 @@ def scaffold(
             rows=prepared.rows,
             source_name=source_name,
         ),
-        f"{REPO_DIR}/feature_store.yaml": _template("feature_store.yaml.tmpl").substitute(
+        f"{REPO_DIR}/feature_store.yaml": template("feature_store.yaml.tmpl").substitute(
             project=names.project
         ),
-        f"{REPO_DIR}/feature_store.cluster.yaml": _template(
+        f"{REPO_DIR}/feature_store.cluster.yaml": template(
             "feature_store.cluster.yaml.tmpl"
         ).substitute(project=names.project),
-        f"{REPO_DIR}/.feastignore": _template("feastignore.tmpl").template,
+        f"{REPO_DIR}/.feastignore": template("feastignore.tmpl").template,
         f"{REPO_DIR}/{names.module}": render_features(names, entity, prepared, source_name, now),
     }
 

@@ -1,0 +1,188 @@
+"""The generated files of a project: crispops.toml and the Feast definitions module.
+
+Templates live in ``templates/``; values are written as TOML or Python literals, never
+pasted in raw.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import keyword
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from crispops.config import ClusterSettings, ServingSettings
+from crispops.project.columns import entity_name
+
+if TYPE_CHECKING:
+    from crispops.project.scaffold import PreparedData
+
+SELECTION_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
+
+_FOREST: dict[str, Any] = {
+    "name": "forest",
+    "estimator": "random_forest",
+    "search": {"n_estimators": [150], "max_depth": [8, 14], "min_samples_leaf": [5]},
+}
+_HGB: dict[str, Any] = {
+    "name": "hgb",
+    "estimator": "hist_gradient_boosting",
+    "search": {"learning_rate": [0.05, 0.1], "max_iter": [150], "max_leaf_nodes": [15, 31]},
+}
+_CLASSIFIERS = [
+    {"name": "logreg", "estimator": "logistic_regression", "search": {"C": [0.1, 1.0, 10.0]}},
+    _FOREST,
+    _HGB,
+]
+#: Default training candidates per task: small grids, quick on a laptop.
+CANDIDATES: dict[str, list[dict[str, Any]]] = {
+    "binary": _CLASSIFIERS,
+    "multiclass": _CLASSIFIERS,
+    "regression": [
+        {"name": "ridge", "estimator": "ridge", "search": {"alpha": [0.1, 1.0, 10.0]}},
+        _FOREST,
+        _HGB,
+    ],
+}
+
+#: Days added to the age of the oldest row to make the feature view's ttl.
+TTL_MARGIN_DAYS = 30
+DEFAULT_MIN_ROWS = 200
+#: Names the generated module binds itself (an entity variable must not shadow them).
+_MODULE_NAMES = frozenset({"timedelta", "Path", "DATA", "OWNER"})
+
+
+# Rendering -----------------------------------------------------------------------------
+def template(name: str) -> Template:
+    return Template(
+        resources.files("crispops.project").joinpath("templates", name).read_text("utf-8")
+    )
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def safe_text(text: str) -> str:
+    """A user-supplied name that may go inside a generated string or comment."""
+    return text if re.fullmatch(r"[\w .+-]{1,80}", text) else "the input file"
+
+
+@dataclass(frozen=True)
+class Names:
+    project: str
+    entity: str  # Feast entity name
+    entity_var: str
+    source: str
+    view: str
+    service: str
+    module: str
+
+
+def names_for(project: str, entity_column: str) -> Names:
+    entity = entity_name(entity_column)
+    source, view, service = f"{project}_source", f"{project}_fv", f"{project}_v1"
+    var = entity
+    if (
+        keyword.iskeyword(var)
+        or hasattr(builtins, var)
+        or var in _MODULE_NAMES
+        or var in {source, view, service}
+    ):
+        var = f"{entity}_entity"
+    return Names(project, entity, var, source, view, service, f"{project}_features.py")
+
+
+def _schema_lines(types: dict[str, str]) -> str:
+    lines = []
+    for name, kind in types.items():
+        line = f'        Field(name="{name}", dtype={kind}),'
+        if len(line) > 100:  # as ruff format splits it
+            line = "\n".join(
+                [
+                    "        Field(",
+                    f'            name="{name}",',
+                    f"            dtype={kind},",
+                    "        ),",
+                ]
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def render_features(
+    names: Names, entity_column: str, data: PreparedData, source_name: str, now: datetime
+) -> str:
+    age_days = max(0, math.ceil((pd.Timestamp(now) - data.oldest).total_seconds() / 86400))
+    used = sorted(set(data.feature_types.values()))
+    return template("features.py.tmpl").substitute(
+        project=names.project,
+        source_name=source_name,
+        types=", ".join(used),
+        entity_var=names.entity_var,
+        entity_name=names.entity,
+        entity=entity_column,
+        value_type=data.entity_type,
+        source=names.source,
+        view=names.view,
+        service=names.service,
+        age_days=age_days,
+        margin_days=TTL_MARGIN_DAYS,
+        ttl_days=age_days + TTL_MARGIN_DAYS,
+        schema=_schema_lines(data.feature_types),
+    )
+
+
+def render_settings(
+    names: Names,
+    *,
+    entity: str,
+    timestamp: str,
+    label: str,
+    task: str,
+    rows: int,
+    source_name: str,
+) -> str:
+    blocks = []
+    for cand in CANDIDATES[task]:
+        body = "\n".join(f"{k} = {_toml(v)}" for k, v in cand.items())
+        blocks.append(f"\n[[training.candidates]]\n{body}\n")
+    serving = ServingSettings()
+    cluster = ClusterSettings()
+    serving_keys = ("port", "workers", "max_batch_size", "missing_entity")
+    cluster_lines = [
+        f"{k} = {_toml(getattr(cluster, k))}" for k in ("namespace", "registry", "component_image")
+    ]
+    cluster_lines.append('# kfp_host = "https://kubeflow.example.com/pipeline"')
+    return template("crispops.toml.tmpl").substitute(
+        project=names.project,
+        source_name=source_name,
+        entity=_toml(entity),
+        timestamp=_toml(timestamp),
+        label=_toml(label),
+        task=_toml(task),
+        min_rows=min(DEFAULT_MIN_ROWS, rows),
+        feature_service=_toml(names.service),
+        selection_metric=_toml(SELECTION_METRIC[task]),
+        candidates="".join(blocks),
+        serving="\n".join(f"{k} = {_toml(getattr(serving, k))}" for k in serving_keys) + "\n",
+        cluster="\n".join(cluster_lines),
+    )

@@ -16,7 +16,12 @@ What kmock 0.8 does, read from its source and checked here:
 - it keeps no ``metadata.generation``. :class:`Emulator` adds what the real API
   server does: generation 1 on create, +1 whenever a write changes ``spec``.
   Without it a status written for an earlier spec would look like a finished
-  rollout of the next one.
+  rollout of the next one;
+- it serves the discovery documents (``/api/v1``, ``/apis``,
+  ``/apis/<group>/<version>``) only for the kinds it is told about.
+  :class:`Emulator` loads kmock's bundled ones (the built-in kinds of a K3s
+  cluster), so the deploy code discovers plurals and scopes through the
+  kubernetes client's DynamicClient exactly as it does against a real server.
 
 A rollout completes only when a test runs :class:`FakeController`, which plays
 the Deployment controller by writing ``status`` for the latest generation.
@@ -99,7 +104,11 @@ def _parse_path(path: str) -> Any:
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """kmock's KubernetesEmulator plus ``metadata.generation`` as the API server keeps it."""
+    """kmock's KubernetesEmulator plus discovery and ``metadata.generation``, as on a server."""
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.resources.load_bundled()  # a real cluster's discovery of the built-in kinds
 
     async def _handle(self, request: Any) -> Any:
         data = request.data

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
+from crispops.cluster.apply import _merge_patch, covers
 from crispops.cluster.deploy import (
     DeployError,
-    _covers,
-    _merge_patch,
     deploy,
     render,
     rollout_complete,
@@ -232,7 +231,7 @@ def test_merge_patch_sends_only_differences_and_keeps_server_fields() -> None:
             "template": {"spec": {"containers": [{"name": "c", "image": "i:1"}]}},
         },
     }
-    assert _covers(live, same)
+    assert covers(live, same)
     assert _merge_patch(live, same) == {}
     new = {
         "metadata": {"name": "d", "labels": {"a": "1", "b": "2"}},

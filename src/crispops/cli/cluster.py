@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from crispops.cli.common import ProjectOpt, UserError, console, handle_errors, settings
-from crispops.config import Settings, bundled_demo_dir, env
+from crispops.config import Settings, bundled_demo_dir
 
 images_app = typer.Typer(
     help="Container images: the components' image and the champion's Bento image.",
@@ -97,24 +97,6 @@ def _overlay(s: Settings, overlay: str) -> Path:
     raise UserError(f"--overlay {overlay!r}: no such overlay (known: {', '.join(known)})")
 
 
-def _kube_client(kubeconfig: Path | None, context: str | None) -> Any:
-    from kubernetes import config as kube_config
-
-    try:
-        if kubeconfig is None and context is None and env("KUBERNETES_SERVICE_HOST"):
-            kube_config.load_incluster_config()
-            from kubernetes import client
-
-            return client.ApiClient()
-        return kube_config.new_client_from_config(
-            config_file=str(kubeconfig) if kubeconfig else None, context=context
-        )
-    except (kube_config.ConfigException, OSError, TypeError) as exc:
-        raise UserError(
-            f"no usable Kubernetes configuration ({exc}); pass --kubeconfig or set KUBECONFIG"
-        ) from None
-
-
 @handle_errors
 def deploy(
     overlay: OverlayOpt,
@@ -136,6 +118,7 @@ def deploy(
     rollout, and roll back to the previous revision if it fails."""
     from crispops.champion import read_champion
     from crispops.cluster.deploy import deploy as deploy_bento
+    from crispops.cluster.kube import api_client
 
     s = settings(project)
     path = _overlay(s, overlay)
@@ -145,7 +128,7 @@ def deploy(
         if champion is None:
             raise UserError("no --bento TAG and no champion yet (run `crispops run`)")
         tag = champion.bento_tag
-    api = None if dry_run else _kube_client(kubeconfig, context)
+    api = None if dry_run else api_client(kubeconfig, context)
     result = deploy_bento(
         path, tag, registry or s.cluster.registry, api, timeout_s=timeout, dry_run=dry_run
     )
@@ -170,7 +153,8 @@ def rollback(
 ) -> None:
     """Put the model service back on its previous revision."""
     from crispops.cluster.deploy import rollback as rollback_service
+    from crispops.cluster.kube import api_client
 
     s = settings(project)
-    image = rollback_service(_overlay(s, overlay), _kube_client(kubeconfig, context))
+    image = rollback_service(_overlay(s, overlay), api_client(kubeconfig, context))
     console.print(f"[green]rolled back[/] to {image}", highlight=False)

@@ -31,9 +31,18 @@ def main(project: Path, out: Path) -> None:
     s = load_settings(project)
     work = Path(tempfile.mkdtemp(prefix="plain-", dir=s.state_path.parent))
     data, contract = work / "data.parquet", work / "contract.json"
-    timed(Step.INGEST, L.ingest_task, s, data, contract)
+    ingested = timed(Step.INGEST, L.ingest_task, s, data, contract)
+    findings = work / "findings.json"
     timed(
-        Step.VALIDATE, L.validate_task, s, data, work / "report.md", work / "profile.json", contract
+        Step.VALIDATE,
+        L.validate_task,
+        s,
+        data,
+        work / "report.md",
+        work / "profile.json",
+        contract,
+        findings_out=findings,
+        ingest_summary=ingested,
     )
     timed(Step.EXPLORE, L.explore_task, s, data, work / "eda.html", work / "eda.md", contract)
     timed(Step.SPLIT, L.split_task, s, data, work / "train.parquet", work / "test.parquet")
@@ -44,6 +53,7 @@ def main(project: Path, out: Path) -> None:
         work / "train.parquet",
         work / "selection.json",
         contract,
+        findings,
     )
     models = {}
     evaluations = []

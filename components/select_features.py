@@ -6,15 +6,24 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def select_features(
-    config: str, train: Input[Dataset], selection: Output[Artifact], contract: Input[Artifact]
+    config: str,
+    train: Input[Dataset],
+    selection: Output[Artifact],
+    contract: Input[Artifact],
+    findings: Input[Artifact],
 ):
-    """Rank features by mutual information on the training split; keep those above threshold."""
+    """Rank features by mutual information on the training split; keep those above threshold
+    (the features validate left out of training are not candidates)."""
     from pathlib import Path
 
     from crispops.config import Settings
     from crispops.lifecycle import select_features_task
 
     result = select_features_task(
-        Settings.from_json(config), Path(train.path), Path(selection.path), Path(contract.path)
+        Settings.from_json(config),
+        Path(train.path),
+        Path(selection.path),
+        Path(contract.path),
+        Path(findings.path),
     )
     selection.metadata.update({"kept": result["kept"], "dropped": result["dropped"]})

@@ -10,9 +10,10 @@ def validate(
     dataset: Input[Dataset],
     report: Output[Markdown],
     profile: Output[Artifact],
+    findings: Output[Artifact],
     contract: Input[Artifact],
 ):
-    """Check the training set against the contract's schema; bad data stops the run here."""
+    """Check the training set against the contract's rules; an error stops the run here."""
     from pathlib import Path
 
     from crispops.config import Settings
@@ -24,5 +25,8 @@ def validate(
         Path(report.path),
         Path(profile.path),
         Path(contract.path),
+        findings_out=Path(findings.path),
+        ingest_summary=dict(dataset.metadata),
     )
     report.metadata["rows"] = summary["rows"]
+    findings.metadata.update({"dropped": summary["dropped"], "ok": summary["ok"]})

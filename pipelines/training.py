@@ -24,7 +24,12 @@ def training_pipeline(config: str, candidates: list, run_id: str = "manual"):
     explored = explore(config=config, dataset=dataset, contract=contract).after(checked)
     explored.set_display_name(Step.EXPLORE)
     parts = split(config=config, dataset=dataset).after(checked).set_display_name(Step.SPLIT)
-    selected = select_features(config=config, train=parts.outputs["train"], contract=contract)
+    selected = select_features(
+        config=config,
+        train=parts.outputs["train"],
+        contract=contract,
+        findings=checked.outputs["findings"],
+    )
     selected.set_display_name(Step.SELECT_FEATURES)
 
     with dsl.ParallelFor(candidates, parallelism=2) as candidate:

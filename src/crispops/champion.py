@@ -24,6 +24,8 @@ class Champion:
     metrics: dict[str, float] = field(default_factory=dict)
     promoted_at: str = ""
     run_id: str = ""
+    #: The model's input columns (what validate guards against going dead).
+    inputs: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

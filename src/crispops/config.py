@@ -12,13 +12,23 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from crispops import __version__
+from crispops.contract import Kind
 from crispops.errors import SettingsError
+from crispops.rules import RULES, Override, Policy, RuleName, Severity
 
 CONFIG_FILE = "crispops.toml"
 ENV_PREFIX = "CRISPOPS_"
@@ -55,24 +65,94 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _key_list(value: Any) -> Any:
+    """``"customer_id"`` or ``"zipcode,dob_ssn"`` (an environment variable) -> a list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class DataSettings(_Section):
     label_source: Path = Field(
-        description="Parquet or CSV file of label rows: entity, timestamp, label and "
+        description="Parquet or CSV file of label rows: entity keys, timestamp, label and "
         "request-time fields. Relative paths are relative to the project directory."
     )
-    entity: str = Field(min_length=1, description="Entity key column, e.g. customer_id.")
+    entity: Annotated[list[str], NoDecode, BeforeValidator(_key_list)] = Field(
+        min_length=1,
+        description="Entity join key column(s) of the label rows, e.g. customer_id, or "
+        "every join key of the FeatureService's views (a list).",
+    )
     timestamp: str = Field(min_length=1, description="Event timestamp column of the label rows.")
     label: str = Field(min_length=1, description="Label column.")
     task: TaskType = Field(description="binary, multiclass or regression.")
+    request_features: dict[str, Kind] = Field(
+        default_factory=dict,
+        description="Label-table columns the model takes as request-time features, with "
+        "their kind (float, int, string, bool): known when a request arrives, not in Feast.",
+    )
     min_rows: int = Field(default=200, ge=10, description="Fewest label rows a run accepts.")
-    max_null_fraction: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="Largest null fraction a feature may have."
+
+    @field_validator("entity")
+    @classmethod
+    def _distinct_keys(cls, v: list[str]) -> list[str]:
+        if any(not k for k in v):
+            raise ValueError("an entity key is empty")
+        if len(set(v)) != len(v):
+            raise ValueError(f"entity keys repeat: {', '.join(v)}")
+        return v
+
+    @property
+    def join_keys(self) -> list[str]:
+        return list(self.entity)
+
+
+class RuleOverride(_Section):
+    severity: Severity | None = Field(default=None, description="error, warn or off.")
+    threshold: float | None = Field(default=None, ge=0.0, description="The rule's limit.")
+
+
+def _override(value: Any) -> Any:
+    return {"severity": value} if isinstance(value, str) else value
+
+
+Overrides = dict[RuleName, Annotated[RuleOverride, BeforeValidator(_override)]]
+
+
+class ValidationSettings(_Section):
+    """Severities and thresholds of the data rules (crispops.rules lists them)."""
+
+    rules: Overrides = Field(
+        default_factory=dict,
+        description='Per rule: "error", "warn", "off" or { severity = ..., threshold = ... }.',
     )
-    drift_psi: float = Field(
-        default=0.25,
-        gt=0.0,
-        description="Largest population stability index against the champion's data profile.",
+    columns: dict[str, Overrides] = Field(
+        default_factory=dict, description="Per column, the same as rules: wins over rules."
     )
+
+    @model_validator(mode="after")
+    def _fixed_rules(self) -> ValidationSettings:
+        where = [(f"validation.rules.{r}", r, o) for r, o in self.rules.items()]
+        for column, overrides in self.columns.items():
+            where += [(f"validation.columns.{column}.{r}", r, o) for r, o in overrides.items()]
+        for key, rule, override in where:
+            spec = RULES[rule]
+            if spec.fixed and override.severity not in (None, "error"):
+                raise ValueError(
+                    f"{key}: {rule} cannot be relaxed to {override.severity!r}: a run cannot "
+                    "train without it"
+                )
+            if override.threshold is not None and spec.threshold is None:
+                raise ValueError(f"{key}: {rule} takes no threshold")
+        return self
+
+    def policy(self) -> Policy:
+        def plain(o: RuleOverride) -> Override:
+            return Override(o.severity, o.threshold)
+
+        return Policy(
+            {r: plain(o) for r, o in self.rules.items()},
+            {c: {r: plain(o) for r, o in rs.items()} for c, rs in self.columns.items()},
+        )
 
 
 class FeatureStoreSettings(_Section):
@@ -204,6 +284,7 @@ class Settings(BaseSettings):
     data: DataSettings
     feature_store: FeatureStoreSettings
     training: TrainingSettings
+    validation: ValidationSettings = ValidationSettings()
     serving: ServingSettings = ServingSettings()
     cluster: ClusterSettings = ClusterSettings()
 
@@ -227,6 +308,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"training.selection_metric {self.training.selection_metric!r} is not a "
                 f"{task} metric; choose one of {', '.join(metrics)}"
+            )
+        d = self.data
+        roles = {*d.join_keys, d.timestamp, d.label}
+        clash = sorted(roles & set(d.request_features))
+        if clash:
+            raise ValueError(
+                f"data.request_features lists {', '.join(clash)}: the entity keys, the "
+                "timestamp and the label are not request-time features"
             )
         allowed = TASK_ESTIMATORS[task]
         for i, cand in enumerate(self.training.candidates):

@@ -42,18 +42,18 @@ def _contract(settings: Settings, contract_file: Path | None = None) -> FeatureC
     return load_contract(settings)
 
 
-def _rules(settings: Settings) -> va.Rules:
+def _rules(settings: Settings, champion_inputs: frozenset[str] | None = None) -> va.Rules:
     from crispops.steps import validate as va
 
     d = settings.data
     return va.Rules(
-        entity=d.entity,
+        entity_keys=tuple(d.join_keys),
         timestamp=d.timestamp,
         label=d.label,
         task=d.task,
         min_rows=d.min_rows,
-        max_null_fraction=d.max_null_fraction,
-        drift_psi=d.drift_psi,
+        policy=settings.validation.policy(),
+        champion_inputs=champion_inputs,
     )
 
 
@@ -75,8 +75,15 @@ def ingest_task(settings: Settings, out: Path, contract_out: Path | None = None)
     contract = load_contract(settings, store)
     if contract_out is not None:
         write_json(contract_out, contract.to_dict())
+    policy = settings.validation.policy()
     df, result = ingest(
-        store, contract, settings.label_source_path, settings.data.timestamp, settings.data.label
+        store,
+        contract,
+        settings.label_source_path,
+        settings.data.timestamp,
+        settings.data.label,
+        max_unmatched=policy.threshold("unmatched"),
+        enforce=policy.severity("unmatched") == "error",
     )
     write_frame(out, df)
     return {
@@ -84,18 +91,26 @@ def ingest_task(settings: Settings, out: Path, contract_out: Path | None = None)
         "columns": len(result.columns),
         "start": str(result.start),
         "end": str(result.end),
+        "label_rows": result.label_rows,
+        "returned": result.returned,
+        "coverage": [asdict(c) for c in result.coverage],
+        "unmatched": result.unmatched,
         "contract": contract.to_dict(),
     }
 
 
 # validate ----------------------------------------------------------------------------
-def reference_profile(settings: Settings) -> dict[str, Any] | None:
-    """The current champion's data profile, the reference for drift."""
+def reference_profile(
+    settings: Settings,
+) -> tuple[dict[str, Any] | None, frozenset[str] | None]:
+    """The current champion's data profile (the reference for drift) and its inputs."""
     champ = read_champion(settings.champion_file)
     if champ is None:
-        return None
+        return None, None
     path = Path(champ.model_file).with_name("profile.json")
-    return read_json(path) if path.is_file() else None
+    profile = read_json(path) if path.is_file() else None
+    inputs = champ.inputs or list((profile or {}).get("features", {}))
+    return profile, frozenset(inputs)
 
 
 def validate_task(
@@ -104,19 +119,54 @@ def validate_task(
     report_md: Path,
     profile_out: Path,
     contract_file: Path | None = None,
+    findings_out: Path | None = None,
+    ingest_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Raise DataValidationError (the run stops) when the data is bad."""
+    """Raise DataValidationError (the run stops) when an error-level rule fails.
+
+    ``findings_out`` gets the report as JSON, with the features left out of training
+    (``dropped``) and ingest's row accounting; select-features reads it.
+    """
     from crispops.steps import validate as va
 
     df = pd.read_parquet(data)
     contract = _contract(settings, contract_file)
-    rules = _rules(settings)
-    report = va.validate(df, contract, rules, reference=reference_profile(settings))
-    write_text(report_md, report.markdown())
+    reference, champion_inputs = reference_profile(settings)
+    rules = _rules(settings, champion_inputs)
+    report = va.validate(df, contract, rules, reference=reference)
+    text = report.markdown()
+    if ingest_summary:
+        text += _accounting_markdown(ingest_summary)
+    write_text(report_md, text)
+    findings = {**report.to_dict(), "ingest": _accounting(ingest_summary)}
+    if findings_out is not None:
+        write_json(findings_out, findings)
     if not report.ok:
         raise DataValidationError(report)
     write_json(profile_out, va.profile(df, contract, rules))
-    return report.to_dict()
+    return findings
+
+
+def _accounting(summary: dict[str, Any] | None) -> dict[str, Any]:
+    keys = ("label_rows", "returned", "coverage", "unmatched")
+    return {k: summary[k] for k in keys if k in summary} if summary else {}
+
+
+def _accounting_markdown(summary: dict[str, Any]) -> str:
+    rows = summary.get("label_rows", 0)
+    lines = [
+        "",
+        "## Rows at ingest",
+        "",
+        f"Label rows: {rows:,}; returned by the offline store: {summary.get('returned', 0):,}",
+        "",
+        "| feature view | TTL (days) | rows without any value | share |",
+        "|---|---|---|---|",
+    ]
+    for c in summary.get("coverage", []):
+        ttl = "none" if c["ttl_days"] is None else f"{c['ttl_days']:g}"
+        lines.append(f"| {c['view']} | {ttl} | {c['rows_without_values']:,} | {c['share']:.1%} |")
+    return "\n".join(lines) + "\n"
 
 
 # explore -----------------------------------------------------------------------------
@@ -162,10 +212,16 @@ def split_task(settings: Settings, data: Path, train_out: Path, test_out: Path) 
 
 # select-features -----------------------------------------------------------------------
 def select_features_task(
-    settings: Settings, train_data: Path, out: Path, contract_file: Path | None = None
+    settings: Settings,
+    train_data: Path,
+    out: Path,
+    contract_file: Path | None = None,
+    findings: Path | None = None,
 ) -> dict[str, Any]:
+    """Rank the contract's inputs, less those validate left out of training."""
     from crispops.steps.select_features import select_features
 
+    left_out = read_json(findings).get("dropped", []) if findings is not None else []
     sel = select_features(
         pd.read_parquet(train_data),
         _contract(settings, contract_file),
@@ -173,8 +229,9 @@ def select_features_task(
         task=settings.data.task,
         threshold=settings.training.feature_threshold,
         seed=settings.training.seed,
+        exclude=left_out,
     )
-    data = asdict(sel)
+    data = {**asdict(sel), "left_out": left_out}
     write_json(out, data)
     return data
 
@@ -351,17 +408,6 @@ def package_task(
     profile = read_json(profile_file)
     contract = _contract(settings, contract_file)
     name = packaging.model_name(settings.feature_store.feature_service)
-    entity_kind = (
-        "int"
-        if pd.api.types.is_integer_dtype(
-            pd.Series(
-                pd.read_parquet(settings.label_source_path, columns=[settings.data.entity])[
-                    settings.data.entity
-                ]
-            )
-        )
-        else "string"
-    )
     metadata = {
         "task": settings.data.task,
         "metric": decision["metric"],
@@ -369,7 +415,6 @@ def package_task(
         "candidate": decision["challenger"],
         "feature_service": contract.feature_service,
         "contract": contract.to_dict(),
-        "entity_kind": entity_kind,
         "numeric": train_info["numeric"],
         "categorical": train_info["categorical"],
         "best_params": json.dumps(train_info.get("best_params", {}), default=str),
@@ -405,6 +450,7 @@ def package_task(
         metrics={k: float(v) for k, v in evaluation["metrics"].items()},
         promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         run_id=run_id,
+        inputs=list(train_info["numeric"]) + list(train_info["categorical"]),
     )
     write_champion(settings.champion_file, champion)  # the last step: atomic
     return champion

@@ -240,7 +240,7 @@ def test_bento_container_answers_both_prediction_endpoints(
     assert answer["prediction"] in (0, 1)
     assert answer["error"] is None
 
-    entity = {s.data.entity: record[s.data.entity]}
+    entity = {s.data.join_keys[0]: record[s.data.join_keys[0]]}
     entity.update({n: record[n] for n in contract.request_names})
     resp = httpx.post(f"{url}/predict_entity", json={"records": [entity]}, timeout=30)
     assert resp.status_code == 200, resp.text

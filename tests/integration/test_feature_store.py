@@ -88,12 +88,12 @@ def test_latest_value_join_differs_and_leaks(demo_project: Path) -> None:
 
 def test_materialize_then_online_equals_offline_on_sqlite(fresh_project: Path) -> None:
     repo = fresh_project / "feature_repo"
-    result = check(repo, "credit_default_v1", "customer_id", sample=40)
+    result = check(repo, "credit_default_v1", sample=40)
     assert result.ok, result.mismatches[:5]
     assert result.compared == 40 * 10
     # a second run over the same window changes nothing
     materialize(repo)
-    again = check(repo, "credit_default_v1", "customer_id", sample=40)
+    again = check(repo, "credit_default_v1", sample=40)
     assert again.ok and again.compared == result.compared
 
 
@@ -106,7 +106,7 @@ def test_check_reports_a_tampered_online_value(fresh_project: Path) -> None:
             "DELETE FROM crispops_demo_customer_profile_fv WHERE rowid IN "
             "(SELECT rowid FROM crispops_demo_customer_profile_fv LIMIT 400)"
         )
-    result = check(repo, "credit_default_v1", "customer_id", sample=200)
+    result = check(repo, "credit_default_v1", sample=200)
     assert not result.ok
     assert {m.feature.split(":")[0] for m in result.mismatches} == {"customer_profile_fv"}
 
@@ -129,7 +129,7 @@ def test_redis_online_store(tmp_path: Path, demo_project: Path) -> None:
     )
     apply(repo)
     materialize(repo)
-    result = check(repo, "credit_default_v1", "customer_id", sample=40)
+    result = check(repo, "credit_default_v1", sample=40)
     assert result.ok, result.mismatches[:5]
     assert result.compared == 400
 
@@ -146,7 +146,7 @@ def test_sql_registry_on_postgres(tmp_path: Path, demo_project: Path) -> None:
     result = apply(repo)
     assert result.feature_services == ["credit_default_v1"]
     materialize(repo)
-    assert check(repo, "credit_default_v1", "customer_id", sample=20).ok
+    assert check(repo, "credit_default_v1", sample=20).ok
     # a second store object reads the same definitions back from PostgreSQL
     from feast import FeatureStore
 

@@ -169,7 +169,7 @@ def test_materialization_pipeline_through_kfp_local(fresh_project: Path, tmp_pat
     repo = fresh_project / "feature_repo"
     with sqlite3.connect(repo / "data" / "online_store.db") as db:
         db.execute("DELETE FROM crispops_demo_customer_profile_fv")
-    assert not check(repo, "credit_default_v1", "customer_id", sample=20).ok
+    assert not check(repo, "credit_default_v1", sample=20).ok
     # the registry says the window is done: a fresh window end is needed to refill,
     # so re-apply (which keeps definitions) and materialize from scratch
     from crispops.steps.features import apply
@@ -180,5 +180,5 @@ def test_materialization_pipeline_through_kfp_local(fresh_project: Path, tmp_pat
     s = load_settings(fresh_project)
     task = materialization_pipeline(config=s.to_json(), config_file="")
     assert task is not None
-    result = check(repo, "credit_default_v1", "customer_id", sample=20)
+    result = check(repo, "credit_default_v1", sample=20)
     assert result.ok, result.mismatches[:3]

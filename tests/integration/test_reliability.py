@@ -136,11 +136,11 @@ def test_materialization_is_idempotent_and_survives_a_kill(
         fs = FeatureStore(repo_path=str(repo), fs_yaml_file=repo / (config or "feature_store.yaml"))
         states.append({v.name: v.most_recent_end_time for v in fs.list_feature_views()})
     materialize(repo, config_file=config)
-    first = check(repo, "credit_default_v1", "customer_id", sample=60, config_file=config)
+    first = check(repo, "credit_default_v1", sample=60, config_file=config)
     assert first.ok, first.mismatches[:3]
     # the same window again changes nothing
     materialize(repo, config_file=config)
-    second = check(repo, "credit_default_v1", "customer_id", sample=60, config_file=config)
+    second = check(repo, "credit_default_v1", sample=60, config_file=config)
     assert second.ok and second.compared == first.compared
     # the first kill left one view materialized and the other not: a partial state
     assert sorted(v is None for v in states[0].values()) == [False, True], states[0]
@@ -238,5 +238,5 @@ def _record(project: Path) -> dict:
     import pandas as pd
 
     s = load_settings(project)
-    key = int(pd.read_parquet(s.label_source_path)[s.data.entity].iloc[-1])
-    return {"records": [{s.data.entity: key, "requested_amount": 9000.0, "term_months": 36}] * 20}
+    key = int(pd.read_parquet(s.label_source_path)[s.data.join_keys[0]].iloc[-1])
+    return {"records": [{s.data.join_keys[0]: key, "requested_amount": 9000.0, "term_months": 36}] * 20}

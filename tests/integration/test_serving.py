@@ -56,7 +56,7 @@ def known_entity(trained_project: Path) -> int:
 
     s = load_settings(trained_project)
     labels = pd.read_parquet(s.label_source_path)
-    return int(labels.sort_values(s.data.timestamp)[s.data.entity].iloc[-1])
+    return int(labels.sort_values(s.data.timestamp)[s.data.join_keys[0]].iloc[-1])
 
 
 # -- the contract -------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_request_models_are_derived_from_the_feature_service(demo_project: Path)
     feast_features = [f.name for p in service.feature_view_projections for f in p.features]
     request = ["requested_amount", "term_months"]  # the on-demand view's RequestSource
     assert list(record_model(contract).model_fields) == feast_features + request
-    assert list(entity_model(contract).model_fields) == [s.data.entity, *request]
+    assert list(entity_model(contract).model_fields) == [*s.data.join_keys, *request]
     assert contract.request_names == request
 
 

@@ -72,8 +72,8 @@ def test_writes_a_project_that_loads(tmp_path: Path) -> None:
     proj = tmp_path / "My Shops-2025"
     assert result == ScaffoldResult(proj.resolve(), ["revenue", "region"], "my_shops_2025_v1", 40)
     s = load_settings(proj)
-    assert (s.data.entity, s.data.timestamp, s.data.label, s.data.task) == (
-        "shop_id",
+    assert (s.data.join_keys, s.data.timestamp, s.data.label, s.data.task) == (
+        ["shop_id"],
         "seen_at",
         "churned",
         "binary",

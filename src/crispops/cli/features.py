@@ -75,7 +75,7 @@ def features_check(
     s = settings(project)
     n = sample or s.feature_store.check_sample
     with console.status("comparing online and offline values"):
-        r = check(s.repo_path, s.feature_store.feature_service, s.data.entity, sample=n)
+        r = check(s.repo_path, s.feature_store.feature_service, sample=n)
     if r.ok:
         console.print(
             f"[green]ok[/]: {r.compared:,} values of {r.entities} entities x "
@@ -83,10 +83,10 @@ def features_check(
         )
         return
     table = Table(title="online differs from offline", show_lines=False)
-    for col in (s.data.entity, "feature", "offline (latest)", "online"):
+    for col in (", ".join(s.data.join_keys), "feature", "offline (latest)", "online"):
         table.add_column(col)
     for m in r.mismatches[:50]:
-        table.add_row(str(m.entity), m.feature, repr(m.offline), repr(m.online))
+        table.add_row(m.key, m.feature, repr(m.offline), repr(m.online))
     console.print(table)
     err.print(f"[bold red]{len(r.mismatches)} of {r.compared} values differ[/]")
     raise typer.Exit(1)

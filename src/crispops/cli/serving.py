@@ -47,12 +47,38 @@ def _value(text: str) -> Any:
     return text
 
 
+def _entity(keys: list[str], text: str) -> dict[str, Any]:
+    """``1001`` (one join key) or ``zipcode=10001,dob_ssn=19530219_5179`` -> a record."""
+    if "=" not in text:
+        if len(keys) != 1:
+            raise UserError(
+                f"--entity {text!r}: this project joins on {', '.join(keys)}; "
+                f"give each: --entity {','.join(k + '=VALUE' for k in keys)}"
+            )
+        return {keys[0]: _value(text)}
+    record: dict[str, Any] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or name not in keys:
+            raise UserError(
+                f"--entity {text!r}: {part!r} is not KEY=VALUE with KEY one of {', '.join(keys)}"
+            )
+        record[name] = _value(value)
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise UserError(f"--entity {text!r}: no value for {', '.join(missing)}")
+    return record
+
+
 @handle_errors
 def predict(
     entity: Annotated[
         list[str] | None,
         typer.Option(
-            "--entity", "-e", help="Entity key to score by its online features (repeatable)."
+            "--entity",
+            "-e",
+            help="Entity to score by its online features (repeatable): its key, or "
+            "KEY=VALUE,KEY=VALUE with every join key when there are several.",
         ),
     ] = None,
     field: Annotated[
@@ -90,7 +116,7 @@ def predict(
             if not sep or not name:
                 raise UserError(f"--field {item!r}: expected NAME=VALUE")
             extra[name] = _value(value)
-        body = {"records": [{s.data.entity: _value(k), **extra} for k in entity or []]}
+        body = {"records": [{**_entity(s.data.join_keys, e), **extra} for e in entity or []]}
         path = "/predict_entity"
     try:
         resp = httpx.post(url.rstrip("/") + path, json=body, timeout=30)

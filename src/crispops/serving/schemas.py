@@ -45,12 +45,14 @@ def record_model(contract: FeatureContract) -> type[BaseModel]:
     return model
 
 
-def entity_model(contract: FeatureContract, entity_kind: str = "int") -> type[BaseModel]:
-    """One /predict_entity record: the entity key plus every request-time field."""
-    key = FieldSpec(contract.entity, entity_kind, "entity", "Entity key to look up")  # type: ignore[arg-type]
-    fields: dict[str, Any] = {contract.entity: _field(key, nullable=False)}
+def entity_model(contract: FeatureContract) -> type[BaseModel]:
+    """One /predict_entity record: every join key plus every request-time field."""
+    fields: dict[str, Any] = {}
+    for key in contract.entity_keys:
+        spec = FieldSpec(key.name, key.kind, key.source, key.description or "Entity key to look up")
+        fields[key.name] = _field(spec, nullable=False)
     for spec in contract.request_fields:
-        fields[spec.name] = _field(spec, nullable=False)
+        fields.setdefault(spec.name, _field(spec, nullable=False))
     model = create_model("EntityRecord", __base__=_Strict, **fields)
     model.__doc__ = f"An entity of {contract.feature_service} plus request-time fields."
     return model

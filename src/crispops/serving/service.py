@@ -82,7 +82,7 @@ class Predictor:
         self.model = joblib.load(model_dir / MODEL_FILE)
         self.model_tag = model_tag
         self.meta = metadata
-        self.contract = FeatureContract.from_dict(metadata["contract"])
+        self.contract = _contract_of(metadata)
         self.task: str = metadata["task"]
         self.numeric: list[str] = list(metadata["numeric"])
         self.categorical: list[str] = list(metadata["categorical"])
@@ -166,12 +166,12 @@ class Predictor:
             imputed: list[str] = []
             if unknown:
                 if runtime.missing_entity == "error":
-                    key = row[self.contract.entity]
+                    key = ", ".join(f"{k}={row[k]!r}" for k in self.contract.join_keys)
                     answers[i] = Prediction(
                         prediction=None,
                         model_tag=self.model_tag,
-                        error=f"record {i}: {self.contract.entity}={key!r} is not in the online "
-                        "store (never materialized, or outside the feature TTL)",
+                        error=f"record {i}: {key} is not in the online store (never "
+                        "materialized, or outside the feature TTL)",
                     )
                     continue
                 # the model's own imputer fills them (training medians, a "missing" category)
@@ -184,6 +184,13 @@ class Predictor:
             pred.imputed = prev.imputed if prev else []
             answers[i] = pred
         return [a for a in answers if a is not None]
+
+
+def _contract_of(meta: dict[str, Any]) -> FeatureContract:
+    """The contract stored with the model (older models kept the key's kind beside it)."""
+    return FeatureContract.from_dict(
+        {"entity_kind": meta.get("entity_kind", "int"), **meta["contract"]}
+    )
 
 
 def _num(v: Any) -> float:
@@ -205,9 +212,9 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     # server process that is noise on stderr and time on the hot path.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     meta = _metadata_of(model_tag)
-    contract = FeatureContract.from_dict(meta["contract"])
+    contract = _contract_of(meta)
     Record = record_model(contract)
-    EntityRecord = entity_model(contract, meta.get("entity_kind", "int"))
+    EntityRecord = entity_model(contract)
     max_batch = runtime.max_batch_size
 
     Records = Annotated[

@@ -41,6 +41,19 @@ def _quiet_cwd(path: Path) -> Iterator[None]:
             sys.path.remove(str(path))
 
 
+@contextlib.contextmanager
+def repo_cwd(repo_path: Path) -> Iterator[None]:
+    """Run inside the feature repo: Feast's DuckDB offline store reads a relative
+    FileSource path against the working directory, where Feast's own templates (and
+    the teams who follow them) write paths relative to the repo."""
+    old = Path.cwd()
+    os.chdir(repo_path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def _store(repo_path: Path, config_file: str | None = None) -> FeatureStore:
     from feast import FeatureStore
 
@@ -115,6 +128,7 @@ def materialize(
             warnings.catch_warnings(),
             open(os.devnull, "w") as devnull,
             contextlib.redirect_stderr(devnull),
+            repo_cwd(repo_path.resolve()),
         ):
             warnings.simplefilter("ignore")
             store.materialize_incremental(end_date=end, feature_views=[name])
@@ -126,10 +140,14 @@ def materialize(
 
 @dataclass(frozen=True)
 class Mismatch:
-    entity: Any
+    entity: dict[str, Any]  # join key -> value
     feature: str
     offline: Any
     online: Any
+
+    @property
+    def key(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.entity.items())
 
 
 @dataclass
@@ -158,24 +176,24 @@ def _same(a: Any, b: Any) -> bool:
 def check(
     repo_path: Path,
     feature_service: str,
-    entity: str,
     sample: int = 50,
     seed: int = 0,
     config_file: str | None = None,
 ) -> CheckResult:
     """Compare online values with the latest offline values for a sample of entities.
 
-    The offline side is read as of each view's last materialization end, inside the
-    view's TTL: exactly what materialization should have written.
+    Each view is checked on its own join keys. The offline side is read as of each
+    view's last materialization end, inside the view's TTL: exactly what
+    materialization should have written.
     """
-    store = _store(repo_path.resolve(), config_file)
+    repo_path = repo_path.resolve()
+    store = _store(repo_path, config_file)
     service = store.get_feature_service(feature_service)
     fv_names = {v.name for v in store.list_feature_views()}
     projections = [p for p in service.feature_view_projections if p.name in fv_names]
     if not projections:
         raise FeatureStoreError(f"feature service {feature_service!r} has no materializable views")
     result = CheckResult(entities=0, features=0, compared=0)
-    rng = np.random.default_rng(seed)
     for proj in projections:
         fv = store.get_feature_view(proj.name)
         as_of = fv.most_recent_end_time
@@ -185,40 +203,51 @@ def check(
                 "run `crispops features materialize` first"
             )
         result.as_of[fv.name] = as_of
-        keys = _entity_values(store, fv, entity)
-        if len(keys) > sample:
-            keys = list(rng.choice(np.asarray(keys, dtype=object), size=sample, replace=False))
+        keys = [store.get_entity(e).join_key for e in fv.entities]
+        rows = _entity_rows(fv, keys, repo_path)
+        if len(rows) > sample:
+            rows = rows.sample(n=sample, random_state=seed).reset_index(drop=True)
         refs = [f"{fv.name}:{f.name}" for f in proj.features]
-        entity_df = pd.DataFrame({entity: keys, "event_timestamp": pd.Timestamp(as_of)})
-        with warnings.catch_warnings():
+        entity_rows = [{k: _py(v) for k, v in r.items()} for r in rows.to_dict("records")]
+        entity_df = rows.assign(event_timestamp=pd.Timestamp(as_of))
+        with warnings.catch_warnings(), repo_cwd(repo_path):
             warnings.simplefilter("ignore")
             offline = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
-            online = store.get_online_features(
-                features=refs, entity_rows=[{entity: _py(k)} for k in keys]
-            ).to_df()
-        offline = offline.set_index(entity)
-        online = online.set_index(entity)
-        result.entities = max(result.entities, len(keys))
+            online = store.get_online_features(features=refs, entity_rows=entity_rows).to_df()
+        offline_by = _by_key(offline, keys)
+        online_by = _by_key(online, keys)
+        result.entities = max(result.entities, len(rows))
         result.features += len(refs)
-        for key in keys:
+        for row in entity_rows:
+            key = tuple(row[k] for k in keys)
+            off, on = offline_by.get(key, {}), online_by.get(key, {})
             for f in proj.features:
-                off = offline.at[key, f.name] if key in offline.index else None
-                on = online.at[_py(key), f.name] if _py(key) in online.index else None
                 result.compared += 1
-                if not _same(_py(off), _py(on)):
-                    result.mismatches.append(Mismatch(_py(key), f"{fv.name}:{f.name}", off, on))
+                a, b = _py(off.get(f.name)), _py(on.get(f.name))
+                if not _same(a, b):
+                    result.mismatches.append(Mismatch(row, f"{fv.name}:{f.name}", a, b))
     return result
+
+
+def _by_key(df: pd.DataFrame, keys: list[str]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {tuple(_py(r[k]) for k in keys): r for r in df.to_dict("records")}
 
 
 def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _entity_values(store: FeatureStore, fv: Any, entity: str) -> list[Any]:
-    """Distinct entity keys in a view's batch source (file sources are read directly)."""
+def _entity_rows(fv: Any, keys: list[str], repo_path: Path) -> pd.DataFrame:
+    """Distinct join-key rows in a view's batch source (file sources are read directly,
+    relative paths against the repo)."""
     path = getattr(fv.batch_source, "path", None)
-    if path and Path(path).suffix in {".parquet", ""}:
-        return sorted(pd.read_parquet(path, columns=[entity])[entity].unique().tolist())
-    if path and Path(path).suffix == ".csv":
-        return sorted(pd.read_csv(path, usecols=[entity])[entity].unique().tolist())
-    raise FeatureStoreError(f"feature view {fv.name!r}: cannot sample entities of its source")
+    if not path:
+        raise FeatureStoreError(
+            f"feature view {fv.name!r}: cannot sample entities of its source (not a file)"
+        )
+    full = Path(path) if Path(path).is_absolute() else repo_path / path
+    if full.suffix == ".csv":
+        frame = pd.read_csv(full, usecols=keys)
+    else:
+        frame = pd.read_parquet(full, columns=keys)
+    return frame.drop_duplicates().sort_values(keys, ignore_index=True)

@@ -29,9 +29,16 @@ def select_features(
     threshold: float = 0.0,
     seed: int = 42,
     max_rows: int = 20_000,
+    exclude: list[str] | None = None,
 ) -> Selection:
-    """Keep inputs whose mutual information with the label exceeds ``threshold``."""
-    names = contract.input_names
+    """Keep inputs whose mutual information with the label exceeds ``threshold``;
+    ``exclude`` names inputs that are not candidates at all (validate left them out)."""
+    names = [n for n in contract.input_names if n not in set(exclude or ())]
+    if not names:
+        raise ValueError(
+            "no feature is left to train on: validate left out every input "
+            f"({', '.join(exclude or [])})"
+        )
     sample = train.sample(n=min(len(train), max_rows), random_state=seed)
     kinds = contract.kinds()
     X = pd.DataFrame(index=sample.index)

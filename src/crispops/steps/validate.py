@@ -8,6 +8,7 @@ monitoring, and a stored profile (the champion's) is the reference for drift.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,13 +19,20 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from crispops.contract import FeatureContract
+from crispops.rules import RULES, Policy, Severity
 
 
 @dataclass(frozen=True)
 class Problem:
     column: str
-    rule: str
+    rule: str  # as shown: the rule's name, with its limit where it has one (null_rate<=0.5)
     detail: str
+    severity: Severity = "error"
+
+    @property
+    def name(self) -> str:
+        """The rule's name in crispops.rules (without its limit)."""
+        return re.split(r"[<>=]", self.rule, maxsplit=1)[0]
 
 
 @dataclass
@@ -32,10 +40,21 @@ class ValidationReport:
     rows: int
     problems: list[Problem] = field(default_factory=list)
     drift: dict[str, float] = field(default_factory=dict)  # feature -> PSI
+    #: Feature columns left out of training: a warning of a quality rule (constant,
+    #: mostly null) on a feature the current champion does not use.
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warn"]
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,32 +62,43 @@ class ValidationReport:
             "ok": self.ok,
             "problems": [asdict(p) for p in self.problems],
             "drift_psi": self.drift,
+            "dropped": self.dropped,
         }
 
     def markdown(self) -> str:
         head = (
             "# Data validation: " + ("passed" if self.ok else "FAILED") + f"\n\nRows: {self.rows}\n"
         )
+        if self.dropped:
+            head += f"\nLeft out of training (warnings): {', '.join(self.dropped)}\n"
         if not self.problems:
             return head
-        lines = ["", "| column | rule | detail |", "|---|---|---|"]
-        lines += [f"| {p.column} | {p.rule} | {p.detail} |" for p in self.problems]
+        lines = ["", "| column | rule | severity | detail |", "|---|---|---|---|"]
+        lines += [f"| {p.column} | {p.rule} | {p.severity} | {p.detail} |" for p in self.problems]
         return head + "\n".join(lines) + "\n"
 
     def summary(self) -> str:
-        return "; ".join(f"{p.column}: {p.rule} ({p.detail})" for p in self.problems)
+        return "; ".join(f"{p.column}: {p.rule} ({p.detail})" for p in self.errors)
 
 
 @dataclass(frozen=True)
 class Rules:
-    entity: str
+    entity_keys: tuple[str, ...]
     timestamp: str
     label: str
     task: str
     min_rows: int = 200
-    max_null_fraction: float = 0.5
-    drift_psi: float = 0.25
+    policy: Policy = field(default_factory=Policy.default)
     now: datetime | None = None
+    #: Inputs of the current champion (None: no champion): a quality finding on one
+    #: of them blocks instead of dropping the feature.
+    champion_inputs: frozenset[str] | None = None
+
+    def severity(self, rule: str, column: str | None = None) -> Severity:
+        return self.policy.severity(rule, column)
+
+    def threshold(self, rule: str, column: str | None = None) -> float:
+        return self.policy.threshold(rule, column)
 
 
 def _numeric(kind: str) -> bool:
@@ -76,74 +106,120 @@ def _numeric(kind: str) -> bool:
 
 
 def build_schema(contract: FeatureContract, rules: Rules) -> pa.DataFrameSchema:
-    """The schema every training set must satisfy."""
+    """The schema every training set must satisfy (rules set to ``off`` are left out)."""
     now = pd.Timestamp(rules.now or datetime.now(UTC))
+    on = rules.severity
+
+    def keep(checks: list[tuple[str, pa.Check]], column: str | None) -> list[pa.Check]:
+        return [c for rule, c in checks if on(rule, column) != "off"]
+
     columns: dict[str, pa.Column] = {
-        rules.entity: pa.Column(nullable=False, required=True),
-        rules.timestamp: pa.Column(
-            checks=[pa.Check(lambda s: s <= now, name="not_in_future")],
-            nullable=False,
-        ),
+        key: pa.Column(nullable=False, required=True) for key in rules.entity_keys
     }
-    label_checks = []
+    columns[rules.timestamp] = pa.Column(
+        checks=keep(
+            [("not_in_future", pa.Check(lambda s: s <= now, name="not_in_future"))],
+            rules.timestamp,
+        ),
+        nullable=False,
+    )
+    label_checks: list[tuple[str, pa.Check]] = []
     if rules.task == "regression":
         label_checks.append(
-            pa.Check(
-                lambda s: pd.api.types.is_numeric_dtype(s), element_wise=False, name="numeric_label"
-            )
-        )
-        label_checks.append(pa.Check(lambda s: np.isfinite(s.astype(float)), name="finite"))
-    else:
-        label_checks.append(
-            pa.Check(lambda s: s.nunique() >= 2, element_wise=False, name="at_least_two_classes")
-        )
-    columns[rules.label] = pa.Column(checks=label_checks, nullable=False)
-    for spec in contract.inputs:
-        checks: list[pa.Check] = []
-        limit = rules.max_null_fraction
-        checks.append(
-            pa.Check(
-                lambda s, limit=limit: s.isna().mean() <= limit,
-                element_wise=False,
-                name=f"null_rate<={limit:g}",
-            )
-        )
-        checks.append(
-            pa.Check(lambda s: s.dropna().nunique() > 1, element_wise=False, name="not_constant")
-        )
-        if _numeric(spec.kind):
-            checks.append(
+            (
+                "numeric_label",
                 pa.Check(
                     lambda s: pd.api.types.is_numeric_dtype(s),
                     element_wise=False,
-                    name=f"dtype={spec.kind}",
+                    name="numeric_label",
+                ),
+            )
+        )
+        label_checks.append(
+            ("finite", pa.Check(lambda s: np.isfinite(s.astype(float)), name="finite"))
+        )
+    else:
+        label_checks.append(
+            (
+                "at_least_two_classes",
+                pa.Check(
+                    lambda s: s.nunique() >= 2, element_wise=False, name="at_least_two_classes"
+                ),
+            )
+        )
+    columns[rules.label] = pa.Column(checks=keep(label_checks, rules.label), nullable=False)
+    for spec in contract.inputs:
+        limit = rules.threshold("null_rate", spec.name)
+        checks: list[tuple[str, pa.Check]] = [
+            (
+                "null_rate",
+                pa.Check(
+                    lambda s, limit=limit: s.isna().mean() <= limit,
+                    element_wise=False,
+                    ignore_na=False,  # pandera drops nulls first otherwise: count them
+                    name=f"null_rate<={limit:g}",
+                ),
+            ),
+            (
+                "not_constant",
+                pa.Check(
+                    lambda s: s.dropna().nunique() > 1, element_wise=False, name="not_constant"
+                ),
+            ),
+        ]
+        if _numeric(spec.kind):
+            checks.append(
+                (
+                    "dtype",
+                    pa.Check(
+                        lambda s: pd.api.types.is_numeric_dtype(s),
+                        element_wise=False,
+                        name=f"dtype={spec.kind}",
+                    ),
                 )
             )
             checks.append(
-                pa.Check(
-                    lambda s: ~np.isinf(pd.to_numeric(s, errors="coerce").astype(float)),
-                    name="finite",
-                    ignore_na=True,
+                (
+                    "finite",
+                    pa.Check(
+                        lambda s: ~np.isinf(pd.to_numeric(s, errors="coerce").astype(float)),
+                        name="finite",
+                        ignore_na=True,
+                    ),
                 )
             )
         elif spec.kind == "string":
             checks.append(
-                pa.Check(
-                    lambda s: s.dropna().map(lambda v: isinstance(v, str)).all(),
-                    element_wise=False,
-                    name="dtype=string",
+                (
+                    "dtype",
+                    pa.Check(
+                        lambda s: s.dropna().map(lambda v: isinstance(v, str)).all(),
+                        element_wise=False,
+                        name="dtype=string",
+                    ),
                 )
             )
-        columns[spec.name] = pa.Column(checks=checks, nullable=True, required=True)
-    df_checks = [
-        pa.Check(
-            lambda df: len(df) >= rules.min_rows, element_wise=False, name=f"rows>={rules.min_rows}"
-        ),
-        pa.Check(
-            lambda df: ~df.duplicated([rules.entity, rules.timestamp], keep=False),
-            name="unique_entity_timestamp",
-        ),
-    ]
+        columns[spec.name] = pa.Column(checks=keep(checks, spec.name), nullable=True, required=True)
+    keys = [*rules.entity_keys, rules.timestamp]
+    df_checks = keep(
+        [
+            (
+                "rows",
+                pa.Check(
+                    lambda df: len(df) >= rules.min_rows,
+                    element_wise=False,
+                    name=f"rows>={rules.min_rows}",
+                ),
+            ),
+            (
+                "unique_entity_timestamp",
+                pa.Check(
+                    lambda df: ~df.duplicated(keys, keep=False), name="unique_entity_timestamp"
+                ),
+            ),
+        ],
+        None,
+    )
     return pa.DataFrameSchema(columns, checks=df_checks, strict=False, coerce=False)
 
 
@@ -240,7 +316,7 @@ def drift(
         s = df[spec.name]
         if _numeric(spec.kind) and ref.get("bin_shares"):
             v = pd.to_numeric(s, errors="coerce").dropna().astype(float)
-            if not len(v):
+            if not len(v) or rules.severity("drift_psi", spec.name) == "off":
                 continue
             counts = np.bincount(
                 np.searchsorted(ref["bin_edges"], v, side="right"),
@@ -248,15 +324,16 @@ def drift(
             )
             score = psi(ref["bin_shares"], (counts / len(v)).tolist())
             scores[spec.name] = round(score, 4)
-            if score > rules.drift_psi:
+            limit = rules.threshold("drift_psi", spec.name)
+            if score > limit:
                 problems.append(
                     Problem(
                         spec.name,
-                        f"drift_psi<={rules.drift_psi:g}",
+                        f"drift_psi<={limit:g}",
                         f"PSI {score:.3f} against the champion's data profile",
                     )
                 )
-        elif "categories" in ref:
+        elif "categories" in ref and rules.severity("known_categories", spec.name) != "off":
             seen = set(ref["categories"])
             new = sorted(set(s.dropna().astype(str)) - seen)
             if new:
@@ -276,13 +353,20 @@ def validate(
     rules: Rules,
     reference: dict[str, Any] | None = None,
 ) -> ValidationReport:
-    """Check ``df``; return a report (``report.ok`` false when anything is wrong)."""
+    """Check ``df``; return a report (``report.ok`` false when an error-level rule fails).
+
+    Every finding gets its severity from ``rules.policy``. A warning of a quality rule
+    on a feature column drops that feature from training, unless the current champion
+    uses it: then the finding is an error (the feature went dead).
+    """
     report = ValidationReport(rows=len(df))
     if df.empty:
         report.problems.append(Problem("*", f"rows>={rules.min_rows}", "no rows at all"))
         return report
     schema = build_schema(contract, rules)
     df = df.reset_index(drop=True)
+    keys = [*rules.entity_keys, rules.timestamp]
+    found: list[Problem] = []
     try:
         schema.validate(df, lazy=True)
     except SchemaErrors as exc:
@@ -295,50 +379,47 @@ def validate(
             if rule == "column_in_dataframe":
                 column, rule = str(case.get("failure_case")), "required_column"
             if rule == "unique_entity_timestamp":
-                column = f"{rules.entity}, {rules.timestamp}"
-                case = {
-                    "failure_case": int(
-                        df.duplicated([rules.entity, rules.timestamp], keep=False).sum()
-                    )
-                }
+                column = ", ".join(keys)
+                case = {"failure_case": int(df.duplicated(keys, keep=False).sum())}
             elif rule.startswith("rows>="):
                 column, case = "*", {"failure_case": len(df)}
             key = (column, rule)
             if key in seen:
                 continue
             seen.add(key)
-            detail = _describe(case, exc, column, rule)
-            report.problems.append(Problem(column, rule, detail))
+            found.append(Problem(column, rule, _describe(case, exc, column, rule)))
     for spec in contract.inputs:
         if (
             spec.name in df
             and rules.label in df
             and spec.name != rules.label
+            and rules.severity("no_label_leakage", spec.name) != "off"
             and _leaks(df[spec.name], df[rules.label], rules.task)
         ):
-            report.problems.append(
+            found.append(
                 Problem(spec.name, "no_label_leakage", f"reproduces the label {rules.label!r}")
             )
     if reference is not None:
         report.drift, problems = drift(df, reference, contract, rules)
-        report.problems.extend(problems)
+        found.extend(problems)
+    inputs = set(contract.input_names)
+    for problem in found:
+        severity = rules.severity(problem.name, problem.column)
+        catalogued = RULES.get(problem.name)
+        quality = catalogued is not None and catalogued.quality
+        if severity == "warn" and quality and problem.column in inputs:
+            if rules.champion_inputs is not None and problem.column in rules.champion_inputs:
+                severity = "error"
+                problem = Problem(
+                    problem.column,
+                    problem.rule,
+                    problem.detail + "; the champion uses this feature: it went dead",
+                    severity,
+                )
+            elif problem.column not in report.dropped:
+                report.dropped.append(problem.column)
+        report.problems.append(Problem(problem.column, problem.rule, problem.detail, severity))
     return report
-
-
-#: What each rule means, for the report.
-RULE_TEXT = {
-    "required_column": "column is missing",
-    "not_nullable": "null value(s) where none are allowed",
-    "not_in_future": "timestamp(s) later than now",
-    "unique_entity_timestamp": "row(s) repeat an (entity, timestamp) pair",
-    "finite": "infinite or NaN value(s)",
-    "numeric_label": "a regression label must be numeric",
-    "at_least_two_classes": "a classification label needs at least two classes",
-    "not_constant": "holds a single value for every row",
-    "null_rate": "too many null values",
-    "dtype": "values of the wrong type",
-    "rows": "too few rows to train and test on",
-}
 
 
 def _describe(case: dict[str, Any], exc: SchemaErrors, column: str, rule: str) -> str:
@@ -351,7 +432,7 @@ def _describe(case: dict[str, Any], exc: SchemaErrors, column: str, rule: str) -
         if rule in {"unique_entity_timestamp"}
         else int((same_rule & (cases["column"].astype(str) == column)).sum())
     )
-    text = next((t for k, t in RULE_TEXT.items() if rule.startswith(k)), rule)
+    text = next((r.text for k, r in RULES.items() if rule.startswith(k)), rule)
     value = case.get("failure_case")
     if (
         rule == "required_column"

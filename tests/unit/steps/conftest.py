@@ -12,7 +12,7 @@ from crispops.contract import FeatureContract, FieldSpec
 def make_contract() -> FeatureContract:
     return FeatureContract(
         feature_service="svc_v1",
-        entity="key",
+        entity_keys=(FieldSpec("key", "int", "thing"),),
         features=(
             FieldSpec("x1", "float", "fv"),
             FieldSpec("x2", "float", "fv"),

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 
 from crispops.contract import FeatureContract
+from crispops.rules import Override, Policy
 from crispops.steps.validate import Rules, profile, validate
 
 from .conftest import make_frame
 
 RULES = Rules(
-    entity="key",
+    entity_keys=("key",),
     timestamp="ts",
     label="y",
     task="binary",
@@ -72,7 +73,12 @@ def test_report_lists_every_problem_at_once(contract: FeatureContract) -> None:
 
 def test_regression_label_must_be_numeric(contract: FeatureContract) -> None:
     rules = Rules(
-        entity="key", timestamp="ts", label="y", task="regression", min_rows=100, now=RULES.now
+        entity_keys=("key",),
+        timestamp="ts",
+        label="y",
+        task="regression",
+        min_rows=100,
+        now=RULES.now,
     )
     ok = make_frame("regression")
     assert validate(ok, contract, rules).ok
@@ -106,3 +112,55 @@ def test_profile_has_bins_and_categories(contract: FeatureContract) -> None:
 def test_missing_label_is_reported_not_raised(contract: FeatureContract) -> None:
     found = problems(make_frame("binary").drop(columns=["y"]), contract)
     assert ("y", "required_column") in found
+
+
+def test_a_dead_feature_is_dropped_on_a_first_run_and_blocks_when_the_champion_uses_it(
+    contract: FeatureContract,
+) -> None:
+    df = make_frame("binary").assign(n1=4, x2=np.nan)
+    first = validate(df, contract, RULES)
+    assert first.ok, first.summary()
+    assert set(first.dropped) == {"n1", "x2"}
+    assert {(p.column, p.severity) for p in first.warnings} >= {("n1", "warn"), ("x2", "warn")}
+    assert "Left out of training" in first.markdown() and "| n1 | not_constant | warn |" in (
+        first.markdown()
+    )
+    used = Rules(**{**RULES.__dict__, "champion_inputs": frozenset({"n1", "x1"})})
+    later = validate(df, contract, used)
+    assert not later.ok
+    assert [(p.column, p.rule) for p in later.errors] == [("n1", "not_constant")]
+    assert "went dead" in later.summary()
+    assert later.dropped == ["x2"]  # the champion never used x2: still only a property
+
+
+def test_severities_and_thresholds_per_rule_and_per_column(contract: FeatureContract) -> None:
+    df = make_frame("binary").assign(n1=4)
+    strict = Rules(**{**RULES.__dict__, "policy": Policy({"not_constant": Override("error")}, {})})
+    assert [p.column for p in validate(df, contract, strict).errors] == ["n1"]
+    off = Rules(
+        **{**RULES.__dict__, "policy": Policy({}, {"n1": {"not_constant": Override("off")}})}
+    )
+    assert validate(df, contract, off).problems == []
+    # x2 is 6% null: a per-column threshold of 1% flags it, for that column only
+    tight = Rules(
+        **{**RULES.__dict__, "policy": Policy({}, {"x2": {"null_rate": Override(None, 0.01)}})}
+    )
+    report = validate(make_frame("binary"), contract, tight)
+    assert [(p.column, p.rule) for p in report.problems] == [("x2", "null_rate<=0.01")]
+    assert report.dropped == ["x2"] and report.ok
+
+
+def test_duplicates_are_judged_on_every_entity_key(contract: FeatureContract) -> None:
+    two = FeatureContract(
+        contract.feature_service,
+        (*contract.entity_keys, contract.entity_keys[0].__class__("shop", "string", "shop")),
+        contract.features,
+        contract.request_fields,
+    )
+    rules = Rules(**{**RULES.__dict__, "entity_keys": ("key", "shop")})
+    df = make_frame("binary")
+    doubled = pd.concat([df.assign(shop="a"), df.iloc[:10].assign(shop="b")], ignore_index=True)
+    assert validate(doubled, two, rules).ok  # same key and time, another shop: distinct rows
+    again = pd.concat([doubled, doubled.iloc[:3]], ignore_index=True)
+    found = {(p.column, p.rule) for p in validate(again, two, rules).errors}
+    assert ("key, shop, ts", "unique_entity_timestamp") in found

@@ -53,7 +53,7 @@ class ExploreResult:
 def explore(
     df: pd.DataFrame,
     *,
-    entity: str,
+    entity: str | Sequence[str],
     timestamp: str,
     label: str,
     task: Literal["binary", "multiclass", "regression"],

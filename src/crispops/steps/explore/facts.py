@@ -62,10 +62,15 @@ MISSING = "(missing)"
 # ---------------------------------------------------------------------------
 
 
+def entity_keys(entity: str | Sequence[str]) -> list[str]:
+    """One entity key column, or several (a composite entity)."""
+    return [entity] if isinstance(entity, str) else list(entity)
+
+
 def validate(
     df: pd.DataFrame,
     *,
-    entity: str,
+    entity: str | Sequence[str],
     timestamp: str,
     label: str,
     task: str,
@@ -83,7 +88,8 @@ def validate(
         raise ValueError(f"features lists column(s) more than once: {', '.join(duplicated)}")
     if label in feats:
         raise ValueError(f"label column {label!r} must not also be a feature")
-    roles = [("entity", entity), ("timestamp", timestamp), ("label", label)]
+    roles = [("entity", key) for key in entity_keys(entity)]
+    roles += [("timestamp", timestamp), ("label", label)]
     roles += [("feature", f) for f in feats]
     absent = [f"{role} column {name!r}" for role, name in roles if name not in df.columns]
     if absent:
@@ -243,7 +249,7 @@ class Facts:
         feats: list[str],
         *,
         title: str,
-        entity: str,
+        entity: str | Sequence[str],
         timestamp: str,
         label: str,
         task: str,
@@ -265,8 +271,8 @@ class Facts:
         return cls(
             title=title,
             n_rows=len(df),
-            n_entities=int(df[entity].nunique(dropna=True)),
-            entity=entity,
+            n_entities=len(df[entity_keys(entity)].dropna().drop_duplicates()),
+            entity=", ".join(entity_keys(entity)),
             timestamp=timestamp,
             label=label,
             task=task,

@@ -2,10 +2,11 @@
 records what happened as a :class:`Row` with measured figures, and says whether it holds.
 
 The scenarios are the integration tests' (``tests/integration/test_bad_data.py``,
-``test_pipeline.py``, ``test_reliability.py``, ``test_serving_fuzz.py``), reusing their
-corpus, helpers and servers; here they run once each, in one process, and report
-figures instead of asserting. A :class:`Workspace` owns the temporary projects and
-every server and subprocess a case starts, and stops them all when it closes.
+``test_pipeline.py``, ``test_reliability.py``, ``test_serving_fuzz.py``), with the
+corpus, projects, servers and clients they share through ``support``; here they run
+once each, in one process, and report figures instead of asserting. A
+:class:`Workspace` owns the temporary projects and every server and subprocess a case
+starts, and stops them all when it closes.
 """
 
 from __future__ import annotations
@@ -31,21 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from bench._util import hey_binary, quantile, reachable, run_hey
+from bench._util import hey_binary, quantile, run_hey
+from support import projects
+from support.online_store import KILLER, REDIS_YAML, view_ends
+from support.servers import Server, descendants, kill_tree, reachable, start_session
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from crispops.config import Settings
     from crispops.orchestration.local import RunResult
-    from tests.servers import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 
 GROUPS = ("data", "promotion", "fuzz", "load", "materialization", "restarts")
 
-#: Small demo data (as tests/conftest.py's ``demo_project``): a pipeline run takes ~25 s.
-DEMO_DATA = {"customers": 200, "days": 150, "seed": 11}
 #: Requests per fuzzed operation (/predict and /predict_entity), as the fuzz test.
 FUZZ_EXAMPLES = 1020
 CAPACITY_SECONDS = 8.0
@@ -69,7 +69,7 @@ STUMP = [
     }
 ]
 
-#: What each corpus variant (tests/corpus.py) does to the demo data.
+#: What each corpus variant (support/corpus.py) does to the demo data.
 CORRUPTIONS = {
     "missing column": "the label column dropped from the applications",
     "wrong dtype": "credit_score as text ('712 pts')",
@@ -119,42 +119,16 @@ class Row:
 
 
 # -- processes ------------------------------------------------------------------------------
-def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Signal a process we started, everything under it, and its process group."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        tree = []
-    for p in tree:
-        with contextlib.suppress(psutil.Error):
-            p.send_signal(sig)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)  # the session we gave it: stragglers whose parent died
-    psutil.wait_procs(tree, timeout=10)
-
-
 def run_bounded(
     argv: list[str], timeout: float, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` in a session of its own, for at most ``timeout`` seconds; whatever
     happens (timeout, Ctrl-C), nothing it started outlives the call."""
-    proc = subprocess.Popen(
-        argv,
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_session(argv, env, ROOT, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
-        kill_tree(proc.pid)
+        kill_tree(proc)
         proc.communicate(timeout=10)
         raise
     finally:
@@ -230,16 +204,8 @@ class Workspace:
         return self._shared("trained", self._make_trained)
 
     def _make_demo(self) -> Path:
-        from crispops.project.demo_data import generate
-        from crispops.steps.features import apply, materialize
-        from tests.conftest import copy_demo_project
-
-        project = copy_demo_project(self.root / "demo")
         with quiet(self.log):
-            generate(project / "feature_repo" / "data", **DEMO_DATA)
-            apply(project / "feature_repo")
-            materialize(project / "feature_repo")
-        return project
+            return projects.make_demo_project(self.root / "demo")
 
     def _make_trained(self) -> Path:
         project = self.copy(self.demo(), "trained", keep_state=False, materialized=True)
@@ -253,34 +219,13 @@ class Workspace:
     ) -> Path:
         """A private copy of a project: its own registry (never copied: it records its
         online tables' absolute paths) and, with ``materialized``, its own online store."""
-        from crispops.steps.features import apply, materialize
-
         self._n += 1
         dest = self.root / f"{self._n:02d}-{_slug(name)}"
-        ignore = ["*.db", "runs"] + ([] if keep_state else [".crispops"])
-        shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*ignore))
         with quiet(self.log):
-            apply(dest / "feature_repo")
-            if materialized:
-                materialize(dest / "feature_repo")
-        return dest
+            return projects.copy_project(src, dest, keep_state, materialized)
 
     def discard(self, project: Path) -> None:
         shutil.rmtree(project, ignore_errors=True)
-
-    def settings(
-        self, project: Path, candidates: list[dict[str, Any]] | None = None, **training: Any
-    ) -> Settings:
-        from crispops.config import load_settings
-        from tests.conftest import FAST_CANDIDATES
-
-        base = load_settings(project)
-        merged = {
-            **base.training.model_dump(),
-            "candidates": candidates or FAST_CANDIDATES,
-            **training,
-        }
-        return load_settings(project, training=merged)
 
     def train(
         self, project: Path, candidates: list[dict[str, Any]] | None = None, **training: Any
@@ -288,7 +233,7 @@ class Workspace:
         from crispops.orchestration.local import run_training
 
         try:
-            return run_training(self.settings(project, candidates, **training))
+            return run_training(projects.fast_settings(project, candidates, **training))
         finally:
             _rehome_log_handlers(self.log)
 
@@ -296,7 +241,7 @@ class Workspace:
     @contextlib.contextmanager
     def server(self, project: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
         """The champion's Bento under a real ``bentoml serve``, stopped on the way out."""
-        from tests.servers import serve_bento
+        from support.servers import serve_bento
 
         server = serve_bento(project, self.root, env)
         self.servers.append(server)
@@ -347,12 +292,6 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _bentos(project: Path) -> set[str]:
-    from tests.integration.test_bad_data import bentos
-
-    return bentos(project)
-
-
 # -- 0. setup ------------------------------------------------------------------------------
 #: Groups that need the trained project (materialization needs the demo project only).
 NEEDS_CHAMPION = {"data", "promotion", "fuzz", "load", "restarts"}
@@ -364,8 +303,9 @@ def setup(ws: Workspace, groups: list[str]) -> None:
     from crispops.config import load_settings
 
     champion = bool(NEEDS_CHAMPION & set(groups))
+    demo = projects.DEMO_DATA
     tried = (
-        f"demo data ({DEMO_DATA['customers']} customers, {DEMO_DATA['days']} days), "
+        f"demo data ({demo['customers']} customers, {demo['days']} days), "
         "features applied and materialized"
         + ("; a first training run with the fast candidates" if champion else "")
     )
@@ -390,7 +330,7 @@ def data(ws: Workspace) -> None:
     from crispops.champion import read_champion
     from crispops.config import load_settings
     from crispops.steps.features import apply
-    from tests.corpus import VARIANTS
+    from support.corpus import VARIANTS
 
     for variant in VARIANTS:
         what = CORRUPTIONS.get(variant.name, variant.name)
@@ -401,7 +341,7 @@ def data(ws: Workspace) -> None:
             project = ws.copy(ws.trained(), f"data-{variant.name}")
             s = load_settings(project)
             before = read_champion(s.champion_file)
-            built = _bentos(project)
+            built = projects.bentos(project)
             variant.apply(project)
             with quiet(ws.log):
                 apply(project / "feature_repo")
@@ -433,37 +373,12 @@ def data(ws: Workspace) -> None:
                     named = _clip(hits[0].split("Error:")[-1].replace(f"{project}/", ""), 140)
             row.expect(hits, f"report names {variant.column} / {variant.rule}")
             row.expect(read_champion(s.champion_file) == before, "champion unchanged")
-            row.expect(_bentos(project) == built, "no Bento built")
+            row.expect(projects.bentos(project) == built, "no Bento built")
             row.outcome = f"stopped at {result.failed_step}: {named or '(not named)'}"
             ws.discard(project)
 
 
 # -- 2. promotion safety --------------------------------------------------------------------
-def _weak_champion(project: Path, tmp: Path) -> Any:
-    """Swap the serving champion's model for a constant one (AUC 0.5), as the crash test
-    does, so this run's candidates beat it; return the new pointer."""
-    import joblib
-    import pandas as pd
-    from sklearn.dummy import DummyClassifier
-    from sklearn.pipeline import Pipeline
-
-    from crispops.champion import Champion, read_champion, write_champion
-    from crispops.config import load_settings
-
-    s = load_settings(project)
-    current = read_champion(s.champion_file)
-    assert current is not None, "no champion"
-    model = joblib.load(current.model_file)
-    dummy = Pipeline([("prep", model.named_steps["prep"]), ("model", DummyClassifier())])
-    labels = pd.read_parquet(s.label_source_path)
-    dummy.named_steps["model"].fit([[0]] * len(labels), labels[s.data.label])
-    weak = tmp / f"weak-{project.name}.joblib"
-    joblib.dump(dummy, weak)
-    champion = Champion(**{**current.to_dict(), "model_file": str(weak), "score": 0.5})
-    write_champion(s.champion_file, champion)
-    return champion
-
-
 def _gate(decision: dict[str, Any] | None) -> str:
     if not decision:
         return "no decision recorded"
@@ -514,11 +429,11 @@ def promotion(ws: Workspace) -> None:
         with ws.case("promotion", name, tried) as row:
             project = ws.copy(ws.trained(), f"promo-{name}")
             s = load_settings(project)
-            before = _weak_champion(project, ws.root) if weaken else read_champion(s.champion_file)
-            bentos = _bentos(project)
+            before = projects.weaken_champion(project) if weaken else read_champion(s.champion_file)
+            bentos = projects.bentos(project)
             result = ws.train(project, **overrides)
             kept(row, project, result, before, word)
-            row.expect(_bentos(project) == bentos, "no Bento built")
+            row.expect(projects.bentos(project) == bentos, "no Bento built")
             ws.discard(project)
 
     tried = (
@@ -528,7 +443,7 @@ def promotion(ws: Workspace) -> None:
     with ws.case("promotion", "crash after select-champion", tried) as row:
         project = ws.copy(ws.trained(), "promo-crash")
         s = load_settings(project)
-        weak = _weak_champion(project, ws.root)
+        weak = projects.weaken_champion(project)
         shutil.rmtree(s.state_path / "build", ignore_errors=True)
         (s.state_path / "build").write_text("not a directory")
         result = ws.train(project)
@@ -547,7 +462,7 @@ def promotion(ws: Workspace) -> None:
 # -- 3. request fuzzing ---------------------------------------------------------------------
 def fuzz(ws: Workspace) -> None:
     """schemathesis over the served OpenAPI schema: no 5xx, every 4xx names the problem."""
-    from tests.integration.test_serving_fuzz import fuzz as run_fuzz
+    from support.clients import fuzz as run_fuzz
 
     tried = (
         f"schemathesis: {FUZZ_EXAMPLES} generated requests (valid and invalid) per "
@@ -630,12 +545,7 @@ def served_requests(url: str, endpoint: str = "/predict") -> int:
 
 
 def _workers(server: Server) -> set[int]:
-    import psutil
-
-    try:
-        return {p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)}
-    except psutil.Error:
-        return set()
+    return {p.pid for p in descendants(server.proc.pid)}
 
 
 def load(ws: Workspace) -> None:
@@ -643,7 +553,7 @@ def load(ws: Workspace) -> None:
     it, where the server sheds 503s, recovers and stays up."""
     import httpx
 
-    from tests.integration.test_serving import feature_row
+    from support.clients import feature_row
 
     body = ws.root / "predict-1.json"
     record: dict[str, Any] = {}
@@ -730,18 +640,6 @@ def load(ws: Workspace) -> None:
 
 
 # -- 5. materialization ---------------------------------------------------------------------
-def _killer() -> str:
-    from tests.integration.test_reliability import KILLER
-
-    return KILLER
-
-
-def _redis_yaml(project: str) -> str:
-    from tests.integration.test_reliability import REDIS_YAML
-
-    return REDIS_YAML.format(project=project)
-
-
 def online_snapshot(repo: Path, config: str | None, service: str, entity: str) -> pd.DataFrame:
     """Every entity's online values for the service's materialized views."""
     import pandas as pd
@@ -759,13 +657,6 @@ def online_snapshot(repo: Path, config: str | None, service: str, entity: str) -
     rows = [{entity: k} for k in sorted(keys)]
     df = store.get_online_features(features=refs, entity_rows=rows).to_df()
     return df.sort_values(entity, ignore_index=True)
-
-
-def _view_ends(repo: Path, config: str | None) -> dict[str, Any]:
-    from feast import FeatureStore
-
-    fs = FeatureStore(repo_path=str(repo), fs_yaml_file=repo / (config or "feature_store.yaml"))
-    return {v.name: v.most_recent_end_time for v in fs.list_feature_views()}
 
 
 def materialization(ws: Workspace) -> None:
@@ -798,17 +689,17 @@ def _materialization(ws: Workspace, store: str) -> None:
             shutil.copytree(ws.demo(), project, ignore=shutil.ignore_patterns("*.db", ".crispops"))
             if config:
                 name = f"crispops_bench_{os.getpid()}_{int(time.time())}"
-                (repo / config).write_text(_redis_yaml(name))
+                (repo / config).write_text(REDIS_YAML.format(project=name))
             with quiet(ws.log):
                 apply(repo, config_file=config)
             states, codes = [], []
             for when in ("between-views", "0.05", "0.3"):
                 done = run_bounded(
-                    [sys.executable, "-c", _killer(), str(repo), config or "", when], 120
+                    [sys.executable, "-c", KILLER, str(repo), config or "", when], 120
                 )
                 codes.append(done.returncode)
                 with quiet(ws.log):
-                    states.append(_view_ends(repo, config))
+                    states.append(view_ends(repo, config))
             with quiet(ws.log):
                 end = materialize(repo, config_file=config).end
                 first = check(repo, *_service(project), sample=60, config_file=config)
@@ -897,7 +788,7 @@ def restarts(ws: Workspace) -> None:
     and started again."""
     import httpx
 
-    from tests.integration.test_serving import feature_row
+    from support.clients import feature_row
 
     tried = "kill -9 the model server and its workers, then start it again"
     with ws.case("restarts", "model server killed", tried) as row:
@@ -941,22 +832,12 @@ def _killed_run(ws: Workspace, row: Row) -> None:
 
     from crispops.champion import read_champion
     from crispops.config import load_settings
-    from tests.conftest import FAST_CANDIDATES
 
     project = ws.copy(ws.demo(), "killed-run", keep_state=False, materialized=True)
     # the small candidates, through the settings' environment override
-    env = {**os.environ, "CRISPOPS_TRAINING__CANDIDATES": json.dumps(FAST_CANDIDATES)}
+    env = {**os.environ, "CRISPOPS_TRAINING__CANDIDATES": json.dumps(projects.FAST_CANDIDATES)}
     cli = [sys.executable, "-m", "crispops.cli", "run", "-p", str(project)]
-    proc = subprocess.Popen(
-        cli,
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_session(cli, env, ROOT, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -984,8 +865,7 @@ def _killed_run(ws: Workspace, row: Row) -> None:
         with contextlib.suppress(psutil.Error):
             tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     finally:
-        kill_tree(proc.pid)
-        proc.wait(timeout=30)
+        kill_tree(proc, timeout=30)
     killed_at = next((ln.strip() for ln in reversed(seen) if ">" in ln), "?")
     survivors = [p.pid for p in tree if _alive(p)]
     s = load_settings(project)

@@ -1,164 +1,30 @@
-"""Shared benchmark plumbing: server processes, the `hey` load generator, timings.
+"""Shared benchmark plumbing: signals, the `hey` load generator, timings.
 
-Every server is started in a session (process group) of its own and registered;
-``stop_all()`` ends each group and any descendant that left it. Benchmarks call it
-in ``finally`` and ``main`` turns SIGTERM/SIGHUP into KeyboardInterrupt, so servers
+Servers are ``support.servers.Server``: each in a session of its own and registered,
+so ``support.servers.stop_all()`` ends them all. Benchmarks call it in ``finally`` and
+:func:`interrupt_on_signals` turns SIGTERM/SIGHUP into KeyboardInterrupt, so servers
 never outlive a run, whether it ends normally, on an error or on Ctrl-C.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import math
 import os
 import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
-import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-# -- server processes -----------------------------------------------------------------------
-_LIVE: list[Server] = []
-
-
-class Server:
-    """One server process (and its workers) in a process group of its own."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: list[str],
-        env: dict[str, str],
-        port: int,
-        log: Path,
-        cwd: Path | None = None,
-    ) -> None:
-        self.name = name
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self._log_fh = log.open("w")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        _LIVE.append(self)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def wait_ready(self, path: str = "/readyz", timeout: float = 120.0) -> float:
-        """Poll ``path`` until it answers 200; return the seconds it took."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name}: server exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
-                    return time.monotonic() - started
-            time.sleep(0.25)
-        raise TimeoutError(f"{self.name}: not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def _descendants(self) -> list[Any]:
-        import psutil
-
-        try:
-            return list(psutil.Process(self.proc.pid).children(recursive=True))
-        except psutil.Error:
-            return []
-
-    def cpu_seconds(self) -> float:
-        """CPU time used so far by the server and its live descendants."""
-        import psutil
-
-        total = 0.0
-        try:
-            root = psutil.Process(self.proc.pid)
-            for proc in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    t = proc.cpu_times()
-                    total += t.user + t.system
-        except psutil.Error:
-            pass
-        return total
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM the process group, then SIGKILL whatever is left of it."""
-        import psutil
-
-        children = self._descendants()  # workers that may have left the group
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers still in the group
-        for child in children:
-            with contextlib.suppress(psutil.Error):
-                child.kill()  # psutil checks the pid still names the same process
-        self._log_fh.close()
-        if self in _LIVE:
-            _LIVE.remove(self)
-
-
-def stop_all() -> None:
-    for server in list(_LIVE):
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
-atexit.register(stop_all)
-
-
-@contextlib.contextmanager
-def serving(server: Server, ready_path: str = "/readyz") -> Iterator[Server]:
-    """Wait for ``server`` to be ready; stop it on the way out, whatever happens."""
-    try:
-        server.wait_ready(ready_path)
-        yield server
-    finally:
-        server.stop()
+if TYPE_CHECKING:
+    from support.servers import Server
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

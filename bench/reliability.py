@@ -12,7 +12,7 @@ The table has one row per case: what was tried, what happened, the figures measu
 The exit code is 0 iff every row holds. Case groups (``--only`` takes a comma list):
 
 ``data``
-    The 13 variants of the bad-data corpus (``tests/corpus.py``). Each must stop the run
+    The 13 variants of the bad-data corpus (``support/corpus.py``). Each must stop the run
     at ``validate`` (``ingest`` for an empty file), the report must name the column and
     the rule, no Bento may be built and the champion must stay as it was. "rows
     compared" is the number of label rows the validation report judged.
@@ -46,9 +46,10 @@ The exit code is 0 iff every row holds. Case groups (``--only`` takes a comma li
     with a champion whose model file, Bento and run agree.
 
 The scenarios are the integration tests' (``tests/integration/test_bad_data.py``,
-``test_pipeline.py``, ``test_reliability.py``, ``test_serving_fuzz.py``), reusing their
-helpers. Every loop is bounded in count and time, and every server and subprocess this
-command starts is stopped at the end, also on errors, Ctrl-C and SIGTERM.
+``test_pipeline.py``, ``test_reliability.py``, ``test_serving_fuzz.py``), with the
+helpers both share in ``support/``. Every loop is bounded in count and time, and every
+server and subprocess this command starts is stopped at the end, also on errors, Ctrl-C
+and SIGTERM.
 """
 
 from __future__ import annotations

@@ -66,18 +66,14 @@ from typing import TYPE_CHECKING, Any
 
 from bench._util import (
     LoadResult,
-    Server,
     Timing,
-    free_port,
     hey_binary,
     interrupt_on_signals,
-    reachable,
     run_hey,
-    serving,
-    stop_all,
     time_calls,
     wait_quiet,
 )
+from support.servers import Server, free_port, reachable, serving, stop_all
 
 if TYPE_CHECKING:
     import numpy as np
@@ -197,12 +193,11 @@ def crispops_server(
 ) -> Server:
     """``bentoml serve <bento tag>`` as ``crispops serve`` runs it; with ``source``, the
     same service built from the working tree (``bench.crispops_source``)."""
-    from crispops.serving.runtime import serving_env
+    from crispops.serving.runtime import serve_argv, serving_env
 
     port = free_port()
     target = "bench.crispops_source:CrispopsModel" if source else champion.bento_tag
-    argv = [sys.executable, "-m", "bentoml", "serve", target]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    argv = serve_argv(target, "127.0.0.1", port)
     env = {**_base_env(), **serving_env(settings), **extra}
     if source:
         env |= {"BENCH_MODEL_TAG": champion.model_tag, "BENCH_BENTO_TAG": champion.bento_tag}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -34,7 +33,8 @@ from crispops.contract import FeatureContract
 from crispops.errors import ContainerError
 from crispops.io import read_json
 from crispops.orchestration.local import RunResult, run_training
-from tests.conftest import FAST_CANDIDATES, copy_demo_project
+from support.projects import copy_demo_project, fast_settings
+from support.servers import free_port
 
 REQUIRE = os.environ.get("CRISPOPS_REQUIRE_CONTAINERS") == "1"
 
@@ -65,11 +65,6 @@ def component_image(engine: Engine) -> str:
     return build_component_image(engine)
 
 
-def small_settings(project: Path) -> Settings:
-    training = {**load_settings(project).training.model_dump(), "candidates": FAST_CANDIDATES}
-    return load_settings(project, training=training)
-
-
 @pytest.fixture(scope="module")
 def projects(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two copies of one small demo project: the same data and seed, each with its own
@@ -92,7 +87,7 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def runs(component_image: str, projects: tuple[Path, Path]) -> tuple[RunResult, RunResult]:
     local, boxed = projects
-    return run_training(small_settings(local)), run_training(small_settings(boxed), runner="docker")
+    return run_training(fast_settings(local)), run_training(fast_settings(boxed), runner="docker")
 
 
 # the components' image ---------------------------------------------------------------
@@ -131,13 +126,13 @@ def test_pipeline_in_containers_matches_the_subprocess_runner(
             if isinstance(value, float):
                 assert rb[key] == pytest.approx(value, rel=1e-9), key
 
-    champions = [read_champion(small_settings(p).champion_file) for p in projects]
+    champions = [read_champion(fast_settings(p).champion_file) for p in projects]
     assert champions[0] is not None and champions[1] is not None
     assert champions[1].candidate == champions[0].candidate
     assert champions[1].metrics == pytest.approx(champions[0].metrics, rel=1e-9)
     # The package step built the Bento inside its container, into the mounted project.
     name, version = champions[1].bento_tag.split(":", 1)
-    bento = small_settings(projects[1]).bentoml_home / "bentos" / name / version
+    bento = fast_settings(projects[1]).bentoml_home / "bentos" / name / version
     assert (bento / "bento.yaml").is_file()
 
 
@@ -146,7 +141,7 @@ def test_a_failed_step_fails_the_containerised_run(
 ) -> None:
     """The step's exit status reaches kfp (DockerRunner's containers are removed before it
     asks for it; crispops keeps them until it has)."""
-    base = small_settings(projects[1])
+    base = fast_settings(projects[1])
     strict = load_settings(
         projects[1],
         training=base.training.model_dump(),
@@ -159,19 +154,13 @@ def test_a_failed_step_fails_the_containerised_run(
 
 
 # the Bento image --------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(
     engine: Engine, runs: tuple[RunResult, RunResult], projects: tuple[Path, Path]
 ) -> Iterator[tuple[str, str, Settings]]:
     """The docker project's champion, as its Bento image, running as the manifests run it."""
     assert runs[1].ok, runs[1].error
-    s = small_settings(projects[1])
+    s = fast_settings(projects[1])
     image = build_bento_image(s, engine)
     port = free_port()
     name = f"crispops-test-bento-{port}"

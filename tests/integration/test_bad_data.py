@@ -13,15 +13,10 @@ from crispops.champion import read_champion
 from crispops.config import load_settings
 from crispops.orchestration.local import run_training
 from crispops.steps.features import apply
-from tests.conftest import FAST_CANDIDATES
-from tests.corpus import VARIANTS, Variant
+from support.corpus import VARIANTS, Variant
+from support.projects import bentos, fast_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def bentos(project: Path) -> set[str]:
-    root = load_settings(project).bentoml_home / "bentos"
-    return {f"{p.parent.name}:{p.name}" for p in root.glob("*/*") if p.is_dir()}
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
@@ -34,8 +29,7 @@ def test_bad_data_stops_the_run(variant: Variant, trained_project: Path, tmp_pat
     built = bentos(project)
     variant.apply(project)
     apply(project / "feature_repo")
-    training = {**s.training.model_dump(), "candidates": FAST_CANDIDATES}
-    result = run_training(load_settings(project, training=training))
+    result = run_training(fast_settings(project))
 
     assert not result.ok, f"{variant.name}: the run went through"
     assert result.failed_step == variant.stops_at, (result.failed_step, result.error[-500:])

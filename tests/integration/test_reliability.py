@@ -16,31 +16,23 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import joblib
 import pytest
 
-from crispops.champion import Champion, read_champion, write_champion
+from crispops.champion import read_champion
 from crispops.config import load_settings
 from crispops.orchestration.local import run_training
 from crispops.steps.features import apply, check, materialize
-from tests.conftest import FAST_CANDIDATES, service_available
-from tests.servers import serve_bento
+from support.online_store import KILLER, REDIS_YAML, view_ends
+from support.projects import copy_project, fast_settings, weaken_champion
+from support.servers import serve_bento
+from tests.conftest import service_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def copy_project(src: Path, dest: Path, keep_state: bool = True) -> Path:
-    ignore = ["*.db", "runs"] + ([] if keep_state else [".crispops"])
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*ignore))
-    apply(dest / "feature_repo")
-    materialize(dest / "feature_repo")
-    return dest
 
 
 # -- promotion safety -----------------------------------------------------------------------
@@ -49,26 +41,12 @@ def test_crash_after_select_champion_keeps_the_previous_champion(
 ) -> None:
     project = copy_project(trained_project, tmp_path / "p")
     s = load_settings(project)
-    current = read_champion(s.champion_file)
-    assert current is not None
     # Make the serving champion a weak model, so this run's candidates beat it ...
-    import pandas as pd
-    from sklearn.dummy import DummyClassifier
-    from sklearn.pipeline import Pipeline
-
-    weak = Path(tmp_path / "weak.joblib")
-    model = joblib.load(current.model_file)
-    dummy = Pipeline([("prep", model.named_steps["prep"]), ("model", DummyClassifier())])
-    labels = pd.read_parquet(s.label_source_path)
-    dummy.named_steps["model"].fit([[0]] * len(labels), labels[s.data.label])
-    joblib.dump(dummy, weak)
-    champion = Champion(**{**current.to_dict(), "model_file": str(weak), "score": 0.5})
-    write_champion(s.champion_file, champion)
+    champion = weaken_champion(project, tmp_path / "weak.joblib")
     # ... and make packaging crash: its build directory is a file.
     shutil.rmtree(s.state_path / "build", ignore_errors=True)
     (s.state_path / "build").write_text("not a directory")
-    training = {**s.training.model_dump(), "candidates": FAST_CANDIDATES}
-    result = run_training(load_settings(project, training=training))
+    result = run_training(fast_settings(project))
     assert not result.ok
     assert result.failed_step == "package"
     assert result.decision is not None and result.decision["promote"] is True
@@ -76,35 +54,6 @@ def test_crash_after_select_champion_keeps_the_previous_champion(
 
 
 # -- materialization ------------------------------------------------------------------------
-REDIS_YAML = """project: {project}
-provider: local
-registry: data/registry_{project}.db
-online_store:
-  type: redis
-  connection_string: 127.0.0.1:6379
-offline_store:
-  type: duckdb
-entity_key_serialization_version: 3
-"""
-
-KILLER = textwrap.dedent("""
-    import os, signal, sys, threading
-    from pathlib import Path
-    import feast  # imported before the clock starts
-    from crispops.steps.features import materialize
-    def die(*_):
-        os.kill(os.getpid(), signal.SIGKILL)
-    when = sys.argv[3]
-    if when == "between-views":  # after the first view is written, before the second
-        on_view = lambda name, i, n: die() if i == 1 else None
-    else:  # at a moment inside the run
-        on_view = None
-        threading.Timer(float(when), die).start()
-    materialize(Path(sys.argv[1]), config_file=sys.argv[2] or None, on_view=on_view)
-    die()  # finished first: die anyway, as a killed job would
-""")
-
-
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 def test_materialization_is_idempotent_and_survives_a_kill(
     store: str, demo_project: Path, tmp_path: Path
@@ -131,10 +80,7 @@ def test_materialization_is_idempotent_and_survives_a_kill(
             check=False,
         )
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-        from feast import FeatureStore
-
-        fs = FeatureStore(repo_path=str(repo), fs_yaml_file=repo / (config or "feature_store.yaml"))
-        states.append({v.name: v.most_recent_end_time for v in fs.list_feature_views()})
+        states.append(view_ends(repo, config))
     materialize(repo, config_file=config)
     first = check(repo, "credit_default_v1", sample=60, config_file=config)
     assert first.ok, first.mismatches[:3]

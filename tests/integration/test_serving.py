@@ -18,31 +18,12 @@ from crispops.config import load_settings
 from crispops.contract import load_contract
 from crispops.serving.runtime import serving_env
 from crispops.serving.schemas import entity_model, record_model
+from support.clients import feature_row
+from support.online_store import REDIS_YAML
+from support.servers import Server, serve_bento
 from tests.conftest import service_available
-from tests.servers import Server, serve_bento
 
 pytestmark = pytest.mark.integration
-
-
-def feature_row(project: Path, entity: int | None = None) -> dict[str, Any]:
-    """A real record: an ingested training row's features and request fields."""
-    import pandas as pd
-
-    from crispops.contract import feature_store
-    from crispops.steps.ingest import ingest
-
-    s = load_settings(project)
-    store = feature_store(s)
-    contract = load_contract(s, store)
-    df, _ = ingest(store, contract, s.label_source_path, s.data.timestamp, s.data.label)
-    row = df.dropna().iloc[-1]
-    out = {}
-    for name in contract.input_names:
-        v = row[name]
-        out[name] = v.item() if hasattr(v, "item") else v
-        if isinstance(out[name], float) and pd.isna(out[name]):
-            out[name] = None
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -246,9 +227,7 @@ def test_predict_entity_on_redis(trained_project: Path, tmp_path: Path, known_en
     shutil.copytree(trained_project, project, ignore=shutil.ignore_patterns("*.db"))
     repo = project / "feature_repo"
     (repo / "feature_store.redis.yaml").write_text(
-        "project: crispops_serving_redis\nprovider: local\nregistry: data/registry_redis.db\n"
-        "online_store:\n  type: redis\n  connection_string: 127.0.0.1:6379\n"
-        "offline_store:\n  type: duckdb\nentity_key_serialization_version: 3\n"
+        REDIS_YAML.format(project="crispops_serving_redis")
     )
     apply(repo, config_file="feature_store.redis.yaml")
     materialize(repo, config_file="feature_store.redis.yaml")

@@ -22,7 +22,7 @@ from crispops.config import Settings, load_settings
 from crispops.lifecycle import candidate_items
 from crispops.orchestration.compile import pipeline_arguments
 from crispops.orchestration.submit import SubmitError, kfp_cron, submit
-from tests.conftest import copy_demo_project
+from support.projects import copy_demo_project
 from tests.kfp_fake import FakeKFP
 
 pytestmark = pytest.mark.integration
@@ -301,9 +301,9 @@ def test_unknown_host_cannot_be_reached(settings: Settings) -> None:
 
 
 def test_silent_host_times_out(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    import crispops.submit
+    import crispops.orchestration.submit
 
-    monkeypatch.setattr(crispops.submit, "READ_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(crispops.orchestration.submit, "READ_TIMEOUT_S", 0.3)
     with socket.socket() as listener:  # accepts connections (backlog), never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)

@@ -702,7 +702,7 @@ def _materialization(ws: Workspace, store: str) -> None:
                     states.append(view_ends(repo, config))
             with quiet(ws.log):
                 end = materialize(repo, config_file=config).end
-                first = check(repo, *_service(project), sample=60, config_file=config)
+                first = check(repo, _service(project)[0], sample=60, config_file=config)
             partial = sorted(v is None for v in states[0].values())
             row.compared = first.compared
             row.expect(all(c == -signal.SIGKILL for c in codes), "every run killed (SIGKILL)")
@@ -721,10 +721,10 @@ def _materialization(ws: Workspace, store: str) -> None:
             with quiet(ws.log):
                 before = online_snapshot(repo, config, service, entity)
                 materialize(repo, config_file=config)
-                again = check(repo, service, entity, sample=60, config_file=config)
+                again = check(repo, service, sample=60, config_file=config)
                 _replay(repo, config, end)
                 after = online_snapshot(repo, config, service, entity)
-                replayed = check(repo, service, entity, sample=60, config_file=config)
+                replayed = check(repo, service, sample=60, config_file=config)
             cells = int(before.shape[0] * (before.shape[1] - 1))
             row.compared = cells + again.compared + replayed.compared
             changed = _changed_cells(before, after, entity)
@@ -746,7 +746,7 @@ def _service(project: Path) -> tuple[str, str]:
     from crispops.config import load_settings
 
     s = load_settings(project)
-    return s.feature_store.feature_service, s.data.entity
+    return s.feature_store.feature_service, s.data.join_keys[0]  # the demo: one key
 
 
 def _replay(repo: Path, config: str | None, end: Any) -> None:

@@ -158,7 +158,7 @@ def sample_inputs(settings: Settings) -> tuple[FeatureContract, dict[str, Any], 
         )
     row = df.dropna().iloc[-1]
     record = {name: _py(row[name]) for name in contract.input_names}
-    entities = [_py(v) for v in df[contract.entity].iloc[::-1].drop_duplicates()]
+    entities = [_py(v) for v in df[contract.join_keys[0]].iloc[::-1].drop_duplicates()]
     return contract, record, entities
 
 
@@ -336,7 +336,7 @@ class RedisBaseline:
         self.store = store
         self.project = store.project
         self.version = store.config.entity_key_serialization_version
-        self.entity = contract.entity
+        self.entity = contract.join_keys[0]
         service = store.get_feature_service(contract.feature_service)
         self.fields: dict[bytes, str] = {}
         for proj in service.feature_view_projections:
@@ -351,7 +351,7 @@ class RedisBaseline:
             if odfv.mode not in ("pandas", "python") or odfv.feature_transformation is None:
                 raise NotImplementedError(f"{name}: the baseline runs pandas/python views only")
             self.transforms.append((odfv.mode, odfv.feature_transformation))
-        entity = next(e for e in store.list_entities() if e.join_key == contract.entity)
+        entity = next(e for e in store.list_entities() if e.join_key == contract.join_keys[0])
         self.value_type = entity.value_type
         host, _, port = url.partition(":")
         self.client = redis.Redis(host=host, port=int(port or 6379))
@@ -477,7 +477,7 @@ def measure_redis(
         request = {name: record[name] for name in contract.request_names}
         bodies: dict[int, list[dict[str, Any]]] = {
             n: [
-                {contract.entity: known[i % len(known)], **request}
+                {contract.join_keys[0]: known[i % len(known)], **request}
                 for i in range(n)  # distinct keys, newest first
             ]
             for n in ENTITY_BATCHES

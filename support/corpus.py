@@ -64,7 +64,7 @@ VARIANTS = [
         "validate",
         "employment_years",
         "null_rate",
-        False,
+        True,  # a dead feature blocks when the champion uses it; else it is dropped
         lambda p: _edit(p, PROFILES, lambda d: d.assign(employment_years=np.nan)),
     ),
     Variant(
@@ -92,7 +92,7 @@ VARIANTS = [
         "validate",
         "open_credit_lines",
         "not_constant",
-        False,
+        True,  # a dead feature blocks when the champion uses it; else it is dropped
         lambda p: _edit(p, PROFILES, lambda d: d.assign(open_credit_lines=3)),
     ),
     Variant(

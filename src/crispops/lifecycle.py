@@ -84,6 +84,8 @@ def ingest_task(settings: Settings, out: Path, contract_out: Path | None = None)
         settings.data.label,
         max_unmatched=policy.threshold("unmatched"),
         enforce=policy.severity("unmatched") == "error",
+        max_dropped=policy.threshold("dropped_rows"),
+        enforce_dropped=policy.severity("dropped_rows") == "error",
     )
     write_frame(out, df)
     return {
@@ -153,19 +155,20 @@ def _accounting(summary: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _accounting_markdown(summary: dict[str, Any]) -> str:
-    rows = summary.get("label_rows", 0)
+    rows = int(summary.get("label_rows", 0))  # KFP's metadata hands numbers back as floats
     lines = [
         "",
         "## Rows at ingest",
         "",
-        f"Label rows: {rows:,}; returned by the offline store: {summary.get('returned', 0):,}",
+        f"Label rows: {rows:,}; returned by the offline store: {int(summary.get('returned', 0)):,}",
         "",
         "| feature view | TTL (days) | rows without any value | share |",
         "|---|---|---|---|",
     ]
     for c in summary.get("coverage", []):
         ttl = "none" if c["ttl_days"] is None else f"{c['ttl_days']:g}"
-        lines.append(f"| {c['view']} | {ttl} | {c['rows_without_values']:,} | {c['share']:.1%} |")
+        empty = int(c["rows_without_values"])
+        lines.append(f"| {c['view']} | {ttl} | {empty:,} | {c['share']:.1%} |")
     return "\n".join(lines) + "\n"
 
 

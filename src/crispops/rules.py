@@ -60,6 +60,12 @@ RULES: dict[str, Rule] = {
         Rule("not_constant", "warn", "holds a single value for every row", quality=True),
         Rule("null_rate", "warn", "too many null values", threshold=0.5, quality=True),
         Rule(
+            "dropped_rows",
+            "error",
+            "label rows the offline store did not return",
+            threshold=0.05,
+        ),
+        Rule(
             "unmatched",
             "error",
             "label rows without any value from a feature view",
@@ -83,6 +89,7 @@ RuleName = Literal[
     "known_categories",
     "not_constant",
     "null_rate",
+    "dropped_rows",
     "unmatched",
 ]
 

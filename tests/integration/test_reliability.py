@@ -185,4 +185,6 @@ def _record(project: Path) -> dict:
 
     s = load_settings(project)
     key = int(pd.read_parquet(s.label_source_path)[s.data.join_keys[0]].iloc[-1])
-    return {"records": [{s.data.join_keys[0]: key, "requested_amount": 9000.0, "term_months": 36}] * 20}
+    return {
+        "records": [{s.data.join_keys[0]: key, "requested_amount": 9000.0, "term_months": 36}] * 20
+    }

@@ -92,3 +92,53 @@ def test_broken_toml_and_missing_file(project: Path, tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(SettingsError, match=r"no crispops\.toml"):
         load_settings(empty)
+
+
+def test_entity_keys_a_list_a_string_or_an_env_list(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(project).data.join_keys == ["customer_id"]
+    edit(project, 'entity = "customer_id"', 'entity = ["zipcode", "dob_ssn"]')
+    assert load_settings(project).data.join_keys == ["zipcode", "dob_ssn"]
+    monkeypatch.setenv("CRISPOPS_DATA__ENTITY", "a,b")
+    assert load_settings(project).data.join_keys == ["a", "b"]
+    monkeypatch.setenv("CRISPOPS_DATA__ENTITY", "a,a")
+    with pytest.raises(SettingsError, match="entity keys repeat"):
+        load_settings(project)
+
+
+@pytest.mark.parametrize(
+    ("added", "named"),
+    [
+        ('[data.request_features]\nage = "integer"\n', "data.request_features.age"),
+        ('[data.request_features]\ncustomer_id = "int"\n', "not request-time features"),
+        ('[validation.rules]\nnot_constnt = "warn"\n', "validation.rules.not_constnt"),
+        ('[validation.rules]\nrows = "warn"\n', "rows cannot be relaxed"),
+        ('[validation.rules]\nnot_constant = "loud"\n', "validation.rules.not_constant"),
+        ("[validation.rules]\nnot_constant = { threshold = 3 }\n", "takes no threshold"),
+        ("[validation.columns.age]\nnull_rate = { threshold = -1 }\n", "validation.columns"),
+    ],
+)
+def test_bad_data_and_validation_settings_fail_at_load(
+    project: Path, added: str, named: str
+) -> None:
+    path = project / "crispops.toml"
+    path.write_text(path.read_text() + "\n" + added)
+    with pytest.raises(SettingsError) as info:
+        load_settings(project)
+    assert named in str(info.value)
+
+
+def test_rule_settings_per_rule_and_per_column(project: Path) -> None:
+    path = project / "crispops.toml"
+    path.write_text(
+        path.read_text()
+        + '\n[validation.rules]\nnot_constant = "error"\ndrift_psi = { threshold = 0.4 }\n'
+        + '[validation.columns.age]\ndrift_psi = "off"\n'
+    )
+    policy = load_settings(project).validation.policy()
+    assert policy.severity("not_constant") == "error"
+    assert policy.severity("null_rate") == "warn"  # the default
+    assert policy.threshold("drift_psi", "income") == 0.4
+    assert policy.severity("drift_psi", "age") == "off"
+    assert policy.severity("drift_psi", "income") == "error"

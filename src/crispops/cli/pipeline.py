@@ -86,7 +86,33 @@ def _last_error(result: RunResult) -> str:
     return lines[-1] if lines else (result.error.splitlines()[-1] if result.error else "")
 
 
+def _print_findings(result: RunResult) -> None:
+    """What the data looked like: rows per view at ingest, warnings, features left out."""
+    findings = result.findings or {}
+    ingest = findings.get("ingest") or {}
+    if ingest.get("coverage"):
+        parts = [
+            f"{c['view']} {int(c['rows_without_values']):,} ({c['share']:.0%})"
+            for c in ingest["coverage"]
+        ]
+        console.print(
+            f"rows: {int(ingest['label_rows']):,} label rows, {int(ingest['returned']):,} "
+            f"returned; without any value from a view: {', '.join(parts)}",
+            highlight=False,
+        )
+    for p in findings.get("problems", []):
+        if p.get("severity") == "warn":
+            console.print(
+                f"[yellow]warning[/] {p['column']}: {p['rule']} ({p['detail']})", highlight=False
+            )
+    if findings.get("dropped"):
+        console.print(
+            f"[yellow]left out of training[/]: {', '.join(findings['dropped'])}", highlight=False
+        )
+
+
 def _print_summary(s: Settings, result: RunResult, champion: Champion | None) -> None:
+    _print_findings(result)
     decision = result.decision or {}
     board = decision.get("leaderboard", [])
     metric = s.training.selection_metric

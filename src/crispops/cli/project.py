@@ -71,21 +71,55 @@ def init(
     directory: Annotated[Path, typer.Argument(help="New project directory.")],
     data: Annotated[
         Path,
-        typer.Option(help="Parquet or CSV file with entity, timestamp, label and feature columns."),
+        typer.Option(
+            help="Parquet or CSV file: the label rows (with --feature-repo), or entity, "
+            "timestamp, label and feature columns (without)."
+        ),
     ],
-    entity: Annotated[str, typer.Option(help="Entity key column.")],
     timestamp: Annotated[str, typer.Option(help="Event timestamp column.")],
     label: Annotated[str, typer.Option(help="Label column.")],
     task: Annotated[str, typer.Option(help="binary, multiclass or regression.")],
+    entity: Annotated[
+        str | None, typer.Option(help="Entity key column (without --feature-repo).")
+    ] = None,
+    feature_repo: Annotated[
+        Path | None,
+        typer.Option(help="Your existing Feast repo: read, never written; the project uses it."),
+    ] = None,
+    feature_service: Annotated[
+        str | None, typer.Option(help="The FeatureService of --feature-repo the model uses.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="A label-table column not to use as a request-time feature (repeat)."),
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="Write into an existing, non-empty directory.")
     ] = False,
 ) -> None:
-    """Scaffold a project (crispops.toml and a Feast repo) for your own tabular data."""
-    from crispops.project.scaffold import scaffold
-
+    """Start a project: around your Feast repo (--feature-repo, --feature-service), or with a
+    Feast repo generated from one tabular file (--entity)."""
     if task not in {"binary", "multiclass", "regression"}:
         raise UserError(f"--task {task!r}: choose binary, multiclass or regression")
+    if feature_repo is not None:
+        if feature_service is None:
+            raise UserError("--feature-repo needs --feature-service NAME (the model's contract)")
+        if entity is not None:
+            raise UserError(
+                "--entity goes without --feature-repo: the join keys come from the "
+                "FeatureService's views"
+            )
+        _adopt(
+            directory, feature_repo, feature_service, data, timestamp, label, task, exclude, force
+        )
+        return
+    if entity is None or feature_service is not None or exclude:
+        raise UserError(
+            "give --entity COLUMN (a new Feast repo from --data), or --feature-repo PATH "
+            "with --feature-service NAME (your own repo)"
+        )
+    from crispops.project.scaffold import scaffold
+
     result = scaffold(
         directory,
         data=data,
@@ -99,6 +133,55 @@ def init(
         f"[green]created[/] {result.directory}: {len(result.features)} features "
         f"({', '.join(result.features[:8])}{'...' if len(result.features) > 8 else ''})"
     )
+    console.print(
+        f"next: crispops features apply -p {directory} && "
+        f"crispops features materialize -p {directory} && crispops run -p {directory}"
+    )
+
+
+def _adopt(
+    directory: Path,
+    feature_repo: Path,
+    feature_service: str,
+    data: Path,
+    timestamp: str,
+    label: str,
+    task: str,
+    exclude: list[str] | None,
+    force: bool,
+) -> None:
+    from crispops.project.adopt import adopt
+
+    r = adopt(
+        directory,
+        feature_repo=feature_repo,
+        feature_service=feature_service,
+        data=data,
+        timestamp=timestamp,
+        label=label,
+        task=task,
+        exclude=exclude,
+        force=force,
+    )
+    console.print(
+        f"[green]created[/] {r.directory / 'crispops.toml'} for {r.feature_service} in "
+        f"{feature_repo} ({r.rows:,} label rows)",
+        highlight=False,
+    )
+    console.print(f"  entity join keys: {', '.join(r.join_keys)}", highlight=False)
+    console.print(f"  features from Feast: {len(r.features)}", highlight=False)
+    console.print(
+        f"  request-time features from {data.name}: "
+        + (", ".join(f"{k} ({v})" for k, v in r.request_features.items()) or "none"),
+        highlight=False,
+    )
+    if r.left_out:
+        table = Table(title="label-table columns left out")
+        table.add_column("column")
+        table.add_column("why")
+        for column, why in r.left_out.items():
+            table.add_row(column, why)
+        console.print(table)
     console.print(
         f"next: crispops features apply -p {directory} && "
         f"crispops features materialize -p {directory} && crispops run -p {directory}"

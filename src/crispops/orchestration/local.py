@@ -93,6 +93,12 @@ class RunResult:
         return sorted(p.parent.name for p in self.root.glob("*/**/executor_output.json"))
 
     @property
+    def findings(self) -> dict[str, Any] | None:
+        """validate's findings: warnings, features left out, ingest's row accounting."""
+        path = self.artifact(Step.VALIDATE, "findings")
+        return read_json(path) if path else None
+
+    @property
     def decision(self) -> dict[str, Any] | None:
         path = self.artifact(Step.SELECT_CHAMPION, "decision")
         return read_json(path) if path else None

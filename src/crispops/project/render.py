@@ -11,6 +11,7 @@ import json
 import keyword
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -152,14 +153,19 @@ def render_features(
 
 
 def render_settings(
-    names: Names,
     *,
-    entity: str,
+    project: str,
+    source_name: str,
+    entity: str | list[str],
     timestamp: str,
     label: str,
     task: str,
     rows: int,
-    source_name: str,
+    feature_service: str,
+    label_source: str = "feature_repo/data/labels.parquet",
+    repo_path: str = "feature_repo",
+    request_features: Mapping[str, str] | None = None,
+    left_out: dict[str, str] | None = None,
 ) -> str:
     blocks = []
     for cand in CANDIDATES[task]:
@@ -173,16 +179,39 @@ def render_settings(
     ]
     cluster_lines.append('# kfp_host = "https://kubeflow.example.com/pipeline"')
     return template("crispops.toml.tmpl").substitute(
-        project=names.project,
+        project=safe_text(project),
         source_name=source_name,
+        label_source=_toml(label_source),
+        repo_path=_toml(repo_path),
         entity=_toml(entity),
         timestamp=_toml(timestamp),
         label=_toml(label),
         task=_toml(task),
         min_rows=min(DEFAULT_MIN_ROWS, rows),
-        feature_service=_toml(names.service),
+        request_features=_request_block(request_features, left_out),
+        feature_service=_toml(feature_service),
         selection_metric=_toml(SELECTION_METRIC[task]),
         candidates="".join(blocks),
         serving="\n".join(f"{k} = {_toml(getattr(serving, k))}" for k in serving_keys) + "\n",
         cluster="\n".join(cluster_lines),
     )
+
+
+def _request_block(request: Mapping[str, str] | None, left_out: Mapping[str, str] | None) -> str:
+    """``[data.request_features]``: label-table columns the model takes with a request."""
+    if request is None:
+        return ""
+    lines = [
+        "",
+        "# Label-table columns the model takes as request-time features (name = kind: float,",
+        "# int, string or bool). Remove a line to leave a column out; add one to take it in.",
+    ]
+    for column, why in (left_out or {}).items():
+        lines.append(f"# left out: {safe_text(column)}: {why}")
+    lines.append("[data.request_features]")
+    lines += [f"{_key(name)} = {_toml(kind)}" for name, kind in request.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)

@@ -192,7 +192,7 @@ def prepare(
             f"{where}: column {label!r} (--label) holds {exc}; a label must be numbers, "
             "booleans or strings"
         ) from None
-    _check_label(y, label, label_kind, task, where)
+    check_label(y, label, label_kind, task, where)
 
     # features
     names = [c for c in columns if c not in roles.values()]
@@ -244,7 +244,7 @@ def prepare(
     )
 
 
-def _check_label(y: pd.Series, label: str, kind: str, task: str, where: str) -> None:
+def check_label(y: pd.Series, label: str, kind: str, task: str, where: str) -> None:
     col = f"{where}: column {label!r} (--label)"
     numeric = kind in {"Int64", "Float64"}
     if task == "regression":
@@ -362,13 +362,14 @@ def scaffold(
     source_name = safe_text(data.name)
     files = {
         CONFIG_FILE: render_settings(
-            names,
+            project=names.project,
+            source_name=source_name,
             entity=entity,
             timestamp=timestamp,
             label=label,
             task=task,
             rows=prepared.rows,
-            source_name=source_name,
+            feature_service=names.service,
         ),
         f"{REPO_DIR}/feature_store.yaml": template("feature_store.yaml.tmpl").substitute(
             project=names.project

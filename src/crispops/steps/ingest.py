@@ -153,6 +153,8 @@ def ingest(
     *,
     max_unmatched: float = 1.0,
     enforce: bool = True,
+    max_dropped: float = 1.0,
+    enforce_dropped: bool = True,
 ) -> tuple[pd.DataFrame, IngestResult]:
     """The training set, with its row accounting; stop (``enforce``) when a view leaves
     more than ``max_unmatched`` of the label rows without any value."""
@@ -168,6 +170,19 @@ def ingest(
         raise DataFileError(
             f"{label_source}: the offline store returned none of the {len(labels):,} label "
             "rows; check the entity keys' values and the views' TTLs"
+        )
+    lost = len(labels) - returned
+    if lost > max_dropped * len(labels) and enforce_dropped:
+        suspects = sorted(
+            (c for c in coverage if c.ttl_days is not None), key=lambda c: c.ttl_days or 0.0
+        )
+        named = ", ".join(f"{c.view} (TTL {_ttl(c.ttl_days)})" for c in suspects) or "none"
+        raise DataFileError(
+            f"{label_source}: the offline store returned {returned:,} of {len(labels):,} label "
+            f"rows ({lost / len(labels):.0%} lost > {max_dropped:.0%}). Feast's file offline "
+            "store drops a row that has no feature row inside a view's TTL; the views with a "
+            f"TTL, shortest first: {named}. The DuckDB offline store (offline_store: type: "
+            "duckdb) keeps such rows with nulls (or raise validation.rules.dropped_rows)"
         )
     bad = [c for c in coverage if c.share > max_unmatched]
     if bad and enforce:

@@ -404,6 +404,9 @@ def validate(
         found.extend(problems)
     inputs = set(contract.input_names)
     for problem in found:
+        if problem.name == "null_rate" and problem.column in df:
+            share = float(df[problem.column].isna().mean())
+            problem = Problem(problem.column, problem.rule, f"{share:.1%} of the values are null")
         severity = rules.severity(problem.name, problem.column)
         catalogued = RULES.get(problem.name)
         quality = catalogued is not None and catalogued.quality

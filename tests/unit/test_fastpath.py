@@ -5,7 +5,7 @@ import pytest
 
 from crispops.serving.fastpath import FastPipeline
 from crispops.steps.train import to_frame, train
-from tests.unit.steps.conftest import make_frame
+from tests.unit.steps.conftest import make_frame, make_mixed_frame
 
 NUM = ["x1", "x2", "n1", "noise", "req"]
 CAT = ["cat"]
@@ -48,3 +48,27 @@ def test_fast_path_equals_the_pipeline(task: str, estimator: str, method: str) -
 
 def test_unknown_structure_falls_back() -> None:
     assert FastPipeline.from_pipeline(object()) is None
+
+
+def test_missing_category_in_training_is_the_fast_paths_missing() -> None:
+    """A category missing in the training rows (None) is learnt as "__missing__", the
+    category the fast path maps None to."""
+    df = make_mixed_frame("binary", n=300)
+    model, _ = train(
+        df,
+        name="c",
+        estimator="logistic_regression",
+        search={},
+        numeric=NUM,
+        categorical=CAT,
+        label="y",
+        task="binary",
+        metric="roc_auc",
+    )
+    encoder = model.named_steps["prep"].named_transformers_["cat"].named_steps["onehot"]
+    assert list(encoder.categories_[0]) == ["__missing__", "a", "b", "c"]
+    fast = FastPipeline.from_pipeline(model)
+    assert fast is not None
+    X = to_frame(df.iloc[:60], NUM, CAT)  # rows 0, 11, 22, ... have no category
+    got = fast.predict_proba(X[NUM].to_numpy(float), X[CAT].values.tolist())
+    np.testing.assert_allclose(got, model.predict_proba(X), rtol=0, atol=1e-12)

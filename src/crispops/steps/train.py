@@ -82,9 +82,12 @@ def make_pipeline(
                     [
                         (
                             "impute",
+                            # to_frame gives a missing category as None, which the default
+                            # missing_values=np.nan does not match in an object column
                             SimpleImputer(
                                 strategy="constant",
                                 fill_value="__missing__",
+                                missing_values=None,
                                 keep_empty_features=True,
                             ),
                         ),

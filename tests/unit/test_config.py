@@ -92,3 +92,15 @@ def test_broken_toml_and_missing_file(project: Path, tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(SettingsError, match=r"no crispops\.toml"):
         load_settings(empty)
+
+
+def test_max_onehot_categories_default_override_and_bound(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(project).training.max_onehot_categories == 30
+    monkeypatch.setenv("CRISPOPS_TRAINING__MAX_ONEHOT_CATEGORIES", "100")
+    assert load_settings(project).training.max_onehot_categories == 100
+    monkeypatch.delenv("CRISPOPS_TRAINING__MAX_ONEHOT_CATEGORIES")
+    edit(project, "max_onehot_categories = 30", "max_onehot_categories = 1")
+    with pytest.raises(SettingsError, match=r"training\.max_onehot_categories"):
+        load_settings(project)

@@ -199,6 +199,12 @@ class TrainingSettings(_Section):
         description="Features whose mutual information with the label is at or below this "
         "are dropped.",
     )
+    max_onehot_categories: int = Field(
+        default=30,
+        ge=2,
+        description="A string feature with at most this many distinct values in the training "
+        "data is one-hot encoded; one with more is target-encoded (cross-fitted).",
+    )
     seed: int = 42
 
     @field_validator("candidates")

@@ -278,6 +278,7 @@ def train_task(
         metric=t.selection_metric,
         cv_folds=t.cv_folds,
         seed=t.seed,
+        max_onehot_categories=t.max_onehot_categories,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, out)
@@ -420,6 +421,7 @@ def package_task(
         "contract": contract.to_dict(),
         "numeric": train_info["numeric"],
         "categorical": train_info["categorical"],
+        "categorical_encoding": train_info.get("categorical_encoding", {}),
         "best_params": json.dumps(train_info.get("best_params", {}), default=str),
         "training_window": {"start": profile["start"], "end": profile["end"]},
         "rows": profile["rows"],

@@ -142,3 +142,15 @@ def test_rule_settings_per_rule_and_per_column(project: Path) -> None:
     assert policy.threshold("drift_psi", "income") == 0.4
     assert policy.severity("drift_psi", "age") == "off"
     assert policy.severity("drift_psi", "income") == "error"
+
+
+def test_max_onehot_categories_default_override_and_bound(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(project).training.max_onehot_categories == 30
+    monkeypatch.setenv("CRISPOPS_TRAINING__MAX_ONEHOT_CATEGORIES", "100")
+    assert load_settings(project).training.max_onehot_categories == 100
+    monkeypatch.delenv("CRISPOPS_TRAINING__MAX_ONEHOT_CATEGORIES")
+    edit(project, "max_onehot_categories = 30", "max_onehot_categories = 1")
+    with pytest.raises(SettingsError, match=r"training\.max_onehot_categories"):
+        load_settings(project)

@@ -104,9 +104,11 @@ class Predictor:
     def _run(self, rows: list[dict[str, Any]], method: str) -> np.ndarray:
         if self.fast is None:
             return np.asarray(getattr(self.model, method)(self.frame(rows)))
-        num = np.array([[_num(r.get(c)) for c in self.numeric] for r in rows], dtype="float64")
-        cat = [[r.get(c) for c in self.categorical] for r in rows]
-        return np.asarray(getattr(self.fast, method)(num.reshape(len(rows), -1), cat))
+        # the fast path's column order (one-hot block, then target-encoded block)
+        fast = self.fast
+        num = np.array([[_num(r.get(c)) for c in fast.numeric] for r in rows], dtype="float64")
+        cat = [[r.get(c) for c in fast.categorical] for r in rows]
+        return np.asarray(getattr(fast, method)(num.reshape(len(rows), -1), cat))
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> list[Prediction]:
         if not rows:

@@ -33,14 +33,15 @@ class Evaluation:
 
 
 def model_columns(model: Any) -> tuple[list[str], list[str]]:
-    """Numeric and categorical input columns a fitted crispops pipeline expects."""
+    """Numeric and categorical input columns a fitted crispops pipeline expects
+    (categorical: the one-hot block's, then the target-encoded block's)."""
     numeric: list[str] = []
     categorical: list[str] = []
     for name, _, cols in model.named_steps["prep"].transformers_:
         if name == "num":
             numeric = list(cols)
-        elif name == "cat":
-            categorical = list(cols)
+        elif name in ("cat", "te"):
+            categorical += list(cols)
     return numeric, categorical
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pandas as pd
 from sklearn.compose import ColumnTransformer
@@ -18,7 +19,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
 from threadpoolctl import threadpool_limits
 
 #: The CV scorer that optimises each selection metric.
@@ -36,6 +37,16 @@ SCORERS = {
 }
 
 
+#: How a categorical column is encoded: one-hot, or target encoding (cross-fitted).
+Encoding = Literal["onehot", "target"]
+
+#: TargetEncoder's target_type for each task.
+TARGET_TYPES = {"binary": "binary", "multiclass": "multiclass", "regression": "continuous"}
+
+#: Folds of TargetEncoder's internal cross fitting (scikit-learn's default).
+TARGET_ENCODER_FOLDS = 5
+
+
 def make_estimator(name: str, task: str, seed: int) -> Any:
     classification = task != "regression"
     if name == "logistic_regression":
@@ -51,10 +62,66 @@ def make_estimator(name: str, task: str, seed: int) -> Any:
     raise ValueError(f"unknown estimator {name!r}")
 
 
+def categorical_encoding(
+    X: pd.DataFrame, categorical: list[str], max_onehot_categories: int
+) -> dict[str, Encoding]:
+    """One-hot for a column with at most ``max_onehot_categories`` distinct values (missing
+    not counted), target encoding above: one-hot width, and so fit time, grows with the
+    number of categories, a target encoding's does not."""
+    return {
+        c: "target" if X[c].nunique(dropna=True) > max_onehot_categories else "onehot"
+        for c in categorical
+    }
+
+
+def _constant_imputer() -> SimpleImputer:
+    """Missing becomes a category of its own. ``to_frame`` (and the service) give a missing
+    category as None, which SimpleImputer's default ``missing_values=np.nan`` does not
+    match in an object column: the encoder would then learn None as a category the serving
+    fast path (None -> "__missing__") does not know."""
+    return SimpleImputer(
+        strategy="constant",
+        fill_value="__missing__",
+        missing_values=None,
+        keep_empty_features=True,
+    )
+
+
+def _target_encoder(task: str, seed: int) -> TargetEncoder:
+    # fit_transform cross-fits (each row is encoded by a model of the other folds), so
+    # the estimator never sees a row's own label through its encoding; transform uses
+    # the encodings learnt on all rows. The splitter carries the seed (scikit-learn 1.9
+    # deprecates TargetEncoder's own shuffle/random_state).
+    folds = KFold if task == "regression" else StratifiedKFold
+    return TargetEncoder(
+        target_type=TARGET_TYPES[task],
+        cv=folds(TARGET_ENCODER_FOLDS, shuffle=True, random_state=seed),
+    )
+
+
 def make_pipeline(
-    estimator: str, task: str, numeric: list[str], categorical: list[str], seed: int = 42
+    estimator: str,
+    task: str,
+    numeric: list[str],
+    categorical: list[str],
+    seed: int = 42,
+    encoding: Mapping[str, Encoding] | None = None,
 ) -> Pipeline:
-    """Preprocessing plus model: the saved object takes raw feature values."""
+    """Preprocessing plus model: the saved object takes raw feature values.
+
+    ``encoding`` names each categorical column's encoding (see ``categorical_encoding``);
+    a column it does not name is one-hot encoded. The ColumnTransformer's blocks, in
+    output order: ``num`` (numeric), ``cat`` (one-hot), ``te`` (target-encoded).
+    """
+    chosen = {c: (encoding or {}).get(c, "onehot") for c in categorical}
+    stray = sorted(set(encoding or {}) - set(categorical))
+    if stray:
+        raise ValueError(f"encoding names column(s) that are not categorical: {stray}")
+    bad = sorted(c for c, e in chosen.items() if e not in ("onehot", "target"))
+    if bad:
+        raise ValueError(f"unknown encoding for column(s) {bad}: use 'onehot' or 'target'")
+    onehot = [c for c in categorical if chosen[c] == "onehot"]
+    target = [c for c in categorical if chosen[c] == "target"]
     transformers = []
     if numeric:
         transformers.append(
@@ -74,20 +141,13 @@ def make_pipeline(
                 numeric,
             )
         )
-    if categorical:
+    if onehot:
         transformers.append(
             (
                 "cat",
                 Pipeline(
                     [
-                        (
-                            "impute",
-                            SimpleImputer(
-                                strategy="constant",
-                                fill_value="__missing__",
-                                keep_empty_features=True,
-                            ),
-                        ),
+                        ("impute", _constant_imputer()),
                         (
                             "onehot",
                             OneHotEncoder(
@@ -96,7 +156,17 @@ def make_pipeline(
                         ),
                     ]
                 ),
-                categorical,
+                onehot,
+            )
+        )
+    if target:
+        transformers.append(
+            (
+                "te",
+                Pipeline(
+                    [("impute", _constant_imputer()), ("target", _target_encoder(task, seed))]
+                ),
+                target,
             )
         )
     pre = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
@@ -112,6 +182,8 @@ class TrainResult:
     cv_metric: str
     features: list[str]
     fit_seconds: float
+    #: Each categorical column's encoding, e.g. {"city": "target", "plan": "onehot"}.
+    categorical_encoding: dict[str, Encoding] = field(default_factory=dict)
 
 
 def to_frame(df: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
@@ -137,10 +209,17 @@ def train(
     metric: str,
     cv_folds: int = 3,
     seed: int = 42,
+    max_onehot_categories: int = 30,
 ) -> tuple[Pipeline, TrainResult]:
-    """Fit one candidate with a small cross-validated grid search; refit on all of train."""
+    """Fit one candidate with a small cross-validated grid search; refit on all of train.
+
+    Each categorical column is one-hot encoded when it has at most
+    ``max_onehot_categories`` distinct values in ``train_df``, target-encoded otherwise.
+    """
     started = time.perf_counter()
-    pipe = make_pipeline(estimator, task, numeric, categorical, seed)
+    X = to_frame(train_df, numeric, categorical)
+    encoding = categorical_encoding(X, categorical, max_onehot_categories)
+    pipe = make_pipeline(estimator, task, numeric, categorical, seed, encoding)
     grid = {f"model__{k}": v for k, v in search.items()} or {}
     valid = set(pipe.get_params())
     unknown = sorted(k.removeprefix("model__") for k in grid if k not in valid)
@@ -148,7 +227,6 @@ def train(
         raise ValueError(
             f"candidate {name!r}: {estimator} has no parameter(s) {', '.join(unknown)}"
         )
-    X = to_frame(train_df, numeric, categorical)
     y = train_df[label]
     cv = (
         KFold(cv_folds, shuffle=True, random_state=seed)
@@ -174,4 +252,5 @@ def train(
         cv_metric=scoring,
         features=numeric + categorical,
         fit_seconds=round(time.perf_counter() - started, 3),
+        categorical_encoding=encoding,
     )

@@ -58,3 +58,21 @@ def make_frame(task: str, n: int = 600, seed: int = 0) -> pd.DataFrame:
 @pytest.fixture()
 def contract() -> FeatureContract:
     return make_contract()
+
+
+def make_mixed_frame(task: str, n: int = 600, n_values: int = 80, seed: int = 0) -> pd.DataFrame:
+    """``make_frame`` plus a high-cardinality string column ``many`` (``n_values`` values)
+    that carries label signal, and missing values in both string columns."""
+    df = make_frame(task, n=n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    if task == "regression":
+        groups = pd.qcut(df["y"], 4, labels=False).to_numpy()
+    else:
+        groups = pd.factorize(df["y"], sort=True)[0] % 4
+    pick = rng.integers(0, n_values // 4, n) * 4 + groups  # value index mod 4 follows the label
+    pick = np.where(rng.random(n) < 0.3, rng.integers(0, n_values, n), pick)
+    df["many"] = pd.Series([f"v{i:03d}" for i in pick], index=df.index, dtype=object)
+    df.loc[::13, "many"] = None
+    df["cat"] = df["cat"].astype(object)
+    df.loc[::11, "cat"] = None
+    return df

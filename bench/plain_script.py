@@ -76,6 +76,7 @@ def main(project: Path, out: Path) -> None:
         s,
         evaluations,
         models,
+        work / "train.parquet",
         work / "test.parquet",
         work / "leaderboard.md",
         work / "decision.json",

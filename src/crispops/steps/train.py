@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -55,6 +56,11 @@ def make_pipeline(
     estimator: str, task: str, numeric: list[str], categorical: list[str], seed: int = 42
 ) -> Pipeline:
     """Preprocessing plus model: the saved object takes raw feature values."""
+    return with_preprocessing(make_estimator(estimator, task, seed), numeric, categorical)
+
+
+def with_preprocessing(model: Any, numeric: list[str], categorical: list[str]) -> Pipeline:
+    """A model behind crispops' preprocessing (impute, scale, one-hot)."""
     transformers = []
     if numeric:
         transformers.append(
@@ -100,7 +106,27 @@ def make_pipeline(
             )
         )
     pre = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline([("prep", pre), ("model", make_estimator(estimator, task, seed))])
+    return Pipeline([("prep", pre), ("model", model)])
+
+
+def train_baseline(
+    train_df: pd.DataFrame,
+    *,
+    numeric: list[str],
+    categorical: list[str],
+    label: str,
+    task: str,
+) -> Pipeline:
+    """The trivial model every candidate must beat: the training split's class prior
+    (DummyClassifier) or mean (DummyRegressor), ignoring the features. It sits behind
+    the same preprocessing as a candidate, so it is scored by the same code."""
+    model: Any = (
+        DummyRegressor(strategy="mean")
+        if task == "regression"
+        else DummyClassifier(strategy="prior")
+    )
+    pipe = with_preprocessing(model, numeric, categorical)
+    return pipe.fit(to_frame(train_df, numeric, categorical), train_df[label])
 
 
 @dataclass(frozen=True)

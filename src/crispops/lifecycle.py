@@ -455,6 +455,10 @@ def package_task(
         metrics={k: float(v) for k, v in evaluation["metrics"].items()},
         promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         run_id=run_id,
+        training_window={"start": str(profile["start"]), "end": str(profile["end"])},
+        baseline_score=(
+            None if decision.get("baseline_score") is None else float(decision["baseline_score"])
+        ),
     )
     write_champion(settings.champion_file, champion)  # the last step: atomic
     return champion

@@ -1,8 +1,9 @@
-"""The CLI's exit codes and output for the gate, with typer's CliRunner: `crispops run`
-with a faked pipeline result."""
+"""The CLI's exit codes and output for the gate and the champion, with typer's CliRunner:
+`crispops run` with a faked pipeline result, `crispops champion` on pointer files."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,66 @@ def invoke(*args: str) -> Any:
 def test_exit_codes_are_distinct() -> None:
     codes = [EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_WORTH_SERVING]
     assert codes == [0, 1, 2, 3]
+
+
+# -- crispops champion ----------------------------------------------------------------------
+def test_champion_json_has_the_keys(project: Path) -> None:
+    write_champion(load_settings(project).champion_file, CHAMPION)
+    result = invoke("champion", "-p", str(project), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"model_tag", "bento_tag", "metric", "score"} <= set(data)
+    assert data["model_tag"] == "credit_default_v1:abc" and data["score"] == 0.8123
+    assert data["training_window"]["end"].startswith("2025-05-31")
+    assert data["candidate"] == "trees" and data["promoted_at"].startswith("2025-06-01")
+
+
+def test_champion_table(project: Path) -> None:
+    write_champion(load_settings(project).champion_file, CHAMPION)
+    result = invoke("champion", "-p", str(project))
+    assert result.exit_code == 0, result.output
+    for text in (
+        "credit_default_v1:abc",
+        "credit_default_v1:def",
+        "roc_auc",
+        "0.8123",
+        "trees",
+        "2025-01-01 00:00:00+00:00 to 2025-05-31",
+        "2025-06-01T12:00:00+00:00",
+        "baseline",
+        "0.5000",
+    ):
+        assert text in result.stdout
+
+
+def test_an_old_pointer_without_the_new_fields_still_reads(project: Path) -> None:
+    old = {k: v for k, v in CHAMPION.to_dict().items() if k not in {"training_window"}}
+    del old["baseline_score"]
+    write_json(load_settings(project).champion_file, old)
+    result = invoke("champion", "-p", str(project))
+    assert result.exit_code == 0, result.output
+    assert "credit_default_v1:abc" in result.stdout
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_no_champion_exits_1_with_a_message(project: Path, as_json: bool) -> None:
+    result = invoke("champion", "-p", str(project), *(["--json"] if as_json else []))
+    assert result.exit_code == EXIT_FAILED
+    assert "no champion" in result.stderr and "crispops run" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", "[1, 2]", '{"model_tag": "x"}', '{"model_tag": "x", "bogus": 1}']
+)
+def test_an_unreadable_champion_file_is_a_clear_error(project: Path, text: str) -> None:
+    path = load_settings(project).champion_file
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    result = invoke("champion", "-p", str(project))
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "unreadable champion pointer" in result.stderr and str(path) in result.stderr
+    assert "Traceback" not in result.output
 
 
 # -- crispops run: the exit code says whether anything was worth serving ---------------------

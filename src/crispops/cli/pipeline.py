@@ -1,4 +1,5 @@
-"""`crispops compile|run|submit`: the pipelines, locally or on a Kubeflow cluster."""
+"""`crispops compile|run|champion|submit`: the pipelines, locally or on a Kubeflow
+cluster, and the champion they produce."""
 
 from __future__ import annotations
 
@@ -112,6 +113,64 @@ def run_pipeline(s: Settings, runner: str, run_id: str | None) -> None:
             highlight=False,
         )
         raise typer.Exit(EXIT_NOT_WORTH_SERVING)
+
+
+@handle_errors
+def champion(
+    project: ProjectOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the champion pointer as one JSON object.")
+    ] = False,
+) -> None:
+    """Show the serving champion: its tags, metric and score, and data window.
+
+    Model and Bento tags, metric, score and the baseline's, candidate, training data
+    window, when and by which run it was promoted. Exit 1 when there is none yet,
+    2 when the champion pointer cannot be read.
+    """
+    import json
+
+    from crispops.champion import read_champion
+
+    s = settings(project)
+    current = read_champion(s.champion_file)  # a bad file: ChampionError, exit 2
+    if current is None:
+        err.print(
+            f"[bold red]no champion[/] in {s.project_dir}: no run has promoted one yet "
+            "(`crispops run`; a run with no candidate worth serving promotes nothing)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        sys.stdout.write(json.dumps(current.to_dict(), indent=2, sort_keys=True) + "\n")
+        return
+    table = Table(title="champion", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    window = current.training_window
+    rows = [
+        ("model tag", current.model_tag),
+        ("Bento tag", current.bento_tag),
+        ("metric", current.metric),
+        ("score", f"{current.score:.4f} (holdout)"),
+        (
+            "baseline",
+            "-" if current.baseline_score is None else f"{current.baseline_score:.4f}",
+        ),
+        ("candidate", current.candidate),
+        (
+            "data window",
+            f"{window['start']} to {window['end']}" if {"start", "end"} <= set(window) else "-",
+        ),
+        ("promoted at", current.promoted_at or "-"),
+        ("run id", current.run_id or "-"),
+    ]
+    others = {k: v for k, v in current.metrics.items() if k != current.metric}
+    if others:
+        rows.append(("other metrics", ", ".join(f"{k} {v:.4f}" for k, v in others.items())))
+    for name, value in rows:
+        table.add_row(name, escape(str(value)))
+    console.print(table)
 
 
 def _last_error(result: RunResult) -> str:

@@ -387,7 +387,8 @@ def _gate(decision: dict[str, Any] | None) -> str:
 
 def promotion(ws: Workspace) -> None:
     """A worse challenger, a tie and a challenger better by less than the margin never
-    replace the champion; a crash after select-champion leaves the previous one."""
+    replace the champion, nor do candidates at chance (below the trivial baseline); a
+    crash after select-champion leaves the previous one."""
     from crispops.champion import read_champion
     from crispops.config import load_settings
 
@@ -435,6 +436,35 @@ def promotion(ws: Workspace) -> None:
             kept(row, project, result, before, word)
             row.expect(projects.bentos(project) == bentos, "no Bento built")
             ws.discard(project)
+
+    tried = (
+        "label column shuffled (independent of every feature): every candidate at "
+        "chance; expect no candidate beating the trivial baseline"
+    )
+    with ws.case("promotion", "candidates at chance", tried) as row:
+        from support.corpus import shuffle_label
+
+        project = ws.copy(ws.trained(), "promo-chance")
+        s = load_settings(project)
+        before = read_champion(s.champion_file)
+        bentos = projects.bentos(project)
+        shuffle_label(project)
+        result = ws.train(project)
+        decision = result.decision
+        row.expect(result.ok, "the run completed")
+        row.expect(
+            decision is not None and decision.get("verdict") == "below_baseline",
+            "gate said below the baseline",
+        )
+        row.expect(
+            decision is not None and any(r.get("baseline") for r in decision["leaderboard"]),
+            "baseline row on the leaderboard",
+        )
+        row.expect("package" not in result.completed(), "nothing packaged")
+        row.expect(read_champion(s.champion_file) == before, "champion unchanged")
+        row.expect(projects.bentos(project) == bentos, "no Bento built")
+        row.outcome = f"champion unchanged: {_gate(decision)}"
+        ws.discard(project)
 
     tried = (
         "champion swapped for a constant model so the run promotes; the package step "

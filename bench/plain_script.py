@@ -86,6 +86,7 @@ def main(project: Path, out: Path) -> None:
         s,
         evaluations,
         models,
+        work / "train.parquet",
         work / "test.parquet",
         work / "leaderboard.md",
         work / "decision.json",

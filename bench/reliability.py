@@ -19,7 +19,8 @@ The exit code is 0 iff every row holds. Case groups (``--only`` takes a comma li
 ``promotion``
     A worse challenger (a one-iteration stump), a tie (the same candidates on the same
     data) and a challenger better by less than the margin (the champion swapped for a
-    constant model, promotion_margin 0.5) never replace the champion; a crash in
+    constant model, promotion_margin 0.5) never replace the champion, nor do candidates
+    at chance (the label shuffled: none beats the trivial baseline); a crash in
     ``package``, after ``select-champion`` promoted, leaves the previous champion.
 ``fuzz``
     schemathesis over the served OpenAPI schema, 1,020 generated requests per endpoint

@@ -9,12 +9,14 @@ def select_champion(
     config: str,
     models: Input[list[Model]],
     evaluations: Input[list[Artifact]],
+    train: Input[Dataset],
     test: Input[Dataset],
     leaderboard: Output[Markdown],
     decision: Output[Artifact],
     champion: Output[Model],
 ) -> bool:
-    """Pick the best candidate, then gate it against the current champion: True promotes."""
+    """Pick the best candidate, then gate it: it must beat the trivial baseline (fitted on
+    train), reach training.min_score and beat the current champion. True promotes."""
     from pathlib import Path
 
     from crispops.config import Settings
@@ -25,6 +27,7 @@ def select_champion(
         Settings.from_json(config),
         [Path(e.path) for e in evaluations],
         by_name,
+        Path(train.path),
         Path(test.path),
         Path(leaderboard.path),
         Path(decision.path),

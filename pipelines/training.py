@@ -48,6 +48,7 @@ def training_pipeline(config: str, candidates: list, run_id: str = "manual"):
         config=config,
         models=dsl.Collected(trained.outputs["model"]),
         evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+        train=parts.outputs["train"],
         test=parts.outputs["test"],
     ).set_display_name(Step.SELECT_CHAMPION)
 

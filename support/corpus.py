@@ -166,3 +166,10 @@ VARIANTS = [
         lambda p: _edit(p, PROFILES, lambda d: d.assign(annual_income=d["annual_income"] * 3.5)),
     ),
 ]
+
+
+def shuffle_label(project: Path, seed: int = 0) -> None:
+    """Permute the demo's label column: the same class balance, no relation to any
+    feature. Valid data, so it passes validate; every candidate is at chance."""
+    rng = np.random.default_rng(seed)
+    _edit(project, LABELS, lambda d: d.assign(defaulted=rng.permutation(d["defaulted"].to_numpy())))

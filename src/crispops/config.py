@@ -190,6 +190,21 @@ class TrainingSettings(_Section):
     promotion_margin: float = Field(
         default=0.005, ge=0.0, description="How much a challenger must beat the champion by."
     )
+    baseline_margin: float = Field(
+        default=0.01,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="How much the best candidate must beat the trivial baseline by "
+        "(DummyClassifier prior / DummyRegressor mean on the same holdout), in the "
+        "selection metric's units; a candidate that does not is never promoted.",
+    )
+    min_score: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Optional absolute floor on the selection metric, in its direction: "
+        "the least a higher-is-better metric may score, the most a lower-is-better one "
+        "(e.g. rmse) may. A candidate beyond it is never promoted.",
+    )
     split: Literal["time", "random"] = "time"
     test_fraction: float = Field(default=0.25, gt=0.0, lt=0.9)
     cv_folds: int = Field(default=3, ge=2, le=10)

@@ -46,6 +46,10 @@ class DataValidationError(CrispopsError, ValueError):
         super().__init__("data validation failed: " + report.summary())
 
 
+class ChampionError(CrispopsError, ValueError):
+    """The champion pointer cannot be read; the message names the file and the problem."""
+
+
 class ScaffoldError(CrispopsError, ValueError):
     """A target directory or option `crispops init` cannot use; the message says why."""
 

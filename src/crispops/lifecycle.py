@@ -305,46 +305,89 @@ def evaluate_task(
 
 
 # select-champion -------------------------------------------------------------------------
-def leaderboard(evaluations: list[dict[str, Any]], metric: str, higher: bool) -> pd.DataFrame:
-    rows = [{"candidate": e["candidate"], **e["metrics"]} for e in evaluations]
-    df = pd.DataFrame(rows).sort_values(metric, ascending=not higher, ignore_index=True)
-    df.insert(0, "rank", range(1, len(df) + 1))
+def leaderboard(
+    evaluations: list[dict[str, Any]],
+    metric: str,
+    higher: bool,
+    baseline: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Candidates best first, ranked 1..n; the baseline row (``baseline`` True, rank
+    None) sits where its score puts it, after any candidate it ties."""
+    rows = [{"candidate": e["candidate"], "baseline": False, **e["metrics"]} for e in evaluations]
+    if baseline is not None:
+        rows.append({"candidate": baseline["candidate"], "baseline": True, **baseline["metrics"]})
+    df = pd.DataFrame(rows).sort_values(
+        [metric, "baseline"], ascending=[not higher, True], ignore_index=True
+    )
+    ranks: list[int | None] = []
+    n = 0
+    for is_baseline in df["baseline"]:
+        n += not is_baseline
+        ranks.append(None if is_baseline else n)
+    df.insert(0, "rank", pd.Series(ranks, dtype="object"))
     return df
+
+
+def leaderboard_markdown(board: pd.DataFrame) -> str:
+    """The board as Markdown: the baseline row marked, never ranked."""
+    shown = board.copy()
+    shown["rank"] = [
+        "–" if b else str(r) for r, b in zip(shown["rank"], shown["baseline"], strict=True)
+    ]
+    shown["candidate"] = [
+        f"_{c}_" if b else c for c, b in zip(shown["candidate"], shown["baseline"], strict=True)
+    ]
+    return str(shown.drop(columns="baseline").to_markdown(index=False, floatfmt=".4f"))
 
 
 def select_champion_task(
     settings: Settings,
     evaluations: list[Path],
     models: dict[str, tuple[Path, dict[str, Any]]],
+    train_data: Path,
     test_data: Path,
     leaderboard_md: Path,
     decision_out: Path,
     champion_model_out: Path,
 ) -> sc.Decision:
+    """The best candidate through the gate: the trivial baseline (fitted on the training
+    split, scored on the same holdout by the same code), training.min_score, then the
+    current champion."""
     import joblib
 
     from crispops.steps import evaluate as ev
     from crispops.steps import select_champion as sc
+    from crispops.steps.train import train_baseline
 
     metric = settings.training.selection_metric
     higher = settings.higher_is_better
+    label, task = settings.data.label, settings.data.task
     evals = [read_json(p) for p in evaluations]
-    board = leaderboard(evals, metric, higher)
     scores = {e["candidate"]: float(e["metrics"][metric]) for e in evals}
     best = sc.best_candidate(scores, higher)
+    test_df = pd.read_parquet(test_data)
+    train_info = models[best][1]
+    baseline_model = train_baseline(
+        pd.read_parquet(train_data),
+        numeric=list(train_info["numeric"]),
+        categorical=list(train_info["categorical"]),
+        label=label,
+        task=task,
+    )
+    baseline = ev.evaluate(
+        baseline_model, test_df, label=label, task=task, name=sc.baseline_name(task)
+    ).to_dict()
+    board = leaderboard(evals, metric, higher, baseline)
     champ = read_champion(settings.champion_file)
     champ_score: float | None = None
     note = ""
     if champ is not None:
         try:
             current = joblib.load(champ.model_file)
-            champ_score = float(
-                ev.score(
-                    current, pd.read_parquet(test_data), settings.data.label, settings.data.task
-                )[metric]
-            )
+            champ_score = float(ev.score(current, test_df, label, task)[metric])
         except (OSError, KeyError, ValueError) as exc:
             note = f" (the current champion could not score this holdout: {exc})"
+    t = settings.training
     decision = sc.gate(
         challenger=best,
         challenger_score=scores[best],
@@ -352,15 +395,22 @@ def select_champion_task(
         champion_tag=champ.model_tag if champ else None,
         metric=metric,
         higher_is_better=higher,
-        margin=settings.training.promotion_margin,
+        margin=t.promotion_margin,
+        baseline_score=float(baseline["metrics"][metric]),
+        baseline_margin=t.baseline_margin,
+        min_score=t.min_score,
     )
     if note:
         decision = sc.Decision(**{**decision.to_dict(), "reason": decision.reason + note})
-    table = board.to_markdown(index=False, floatfmt=".4f")
+    dummy = "DummyRegressor (mean)" if task == "regression" else "DummyClassifier (prior)"
     write_text(
         leaderboard_md,
-        f"# Leaderboard ({metric}, {'higher' if higher else 'lower'} is better)\n\n{table}\n\n"
-        f"**Decision:** {decision.reason}\n",
+        f"# Leaderboard ({metric}, {'higher' if higher else 'lower'} is better)\n\n"
+        f"{leaderboard_markdown(board)}\n\n"
+        f"_{baseline['candidate']}_ is the trivial baseline, a {dummy} fitted on the "
+        "training split: never a candidate, it is the bar each candidate must clear by "
+        f"training.baseline_margin ({t.baseline_margin:g}).\n\n"
+        f"**Decision ({decision.verdict}):** {decision.reason}\n",
     )
     winner = next(e for e in evals if e["candidate"] == best)
     write_json(
@@ -369,7 +419,7 @@ def select_champion_task(
             **decision.to_dict(),
             "leaderboard": board.to_dict("records"),
             "evaluation": winner,
-            "train_info": models[best][1],
+            "train_info": train_info,
         },
     )
     champion_model_out.parent.mkdir(parents=True, exist_ok=True)
@@ -456,6 +506,10 @@ def package_task(
         promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         run_id=run_id,
         inputs=list(train_info["numeric"]) + list(train_info["categorical"]),
+        training_window={"start": str(profile["start"]), "end": str(profile["end"])},
+        baseline_score=(
+            None if decision.get("baseline_score") is None else float(decision["baseline_score"])
+        ),
     )
     write_champion(settings.champion_file, champion)  # the last step: atomic
     return champion

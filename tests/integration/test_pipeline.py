@@ -65,7 +65,14 @@ def test_binary_run_trains_evaluates_and_packages(fresh_project: Path) -> None:
     assert (s.bentoml_home / "bentos" / champion.bento_tag.replace(":", "/")).is_dir()
     decision = result.decision
     assert decision is not None and decision["promote"] is True
-    assert {r["candidate"] for r in decision["leaderboard"]} == {"linear", "trees"}
+    assert {r["candidate"] for r in decision["leaderboard"] if not r["baseline"]} == {
+        "linear",
+        "trees",
+    }
+    assert [r["candidate"] for r in decision["leaderboard"] if r["baseline"]] == [
+        "baseline (prior)"
+    ]
+    assert decision["verdict"] == "promoted" and decision["baseline_score"] == 0.5
     html = result.artifact("explore", "report")
     assert html is not None and html.read_text().count("<svg") >= 5
     evaluations = result.artifacts("evaluate", "evaluation")

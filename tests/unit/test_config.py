@@ -39,6 +39,21 @@ def test_env_overrides_nested_keys(project: Path, monkeypatch: pytest.MonkeyPatc
     assert s.serving.workers == 3
 
 
+def test_promotion_bar_defaults_and_overrides(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = load_settings(project)
+    assert s.training.baseline_margin == 0.01
+    assert s.training.min_score is None
+    edit(project, "# min_score = 0.7", "min_score = 0.7")
+    assert load_settings(project).training.min_score == 0.7
+    monkeypatch.setenv("CRISPOPS_TRAINING__MIN_SCORE", "0.65")
+    monkeypatch.setenv("CRISPOPS_TRAINING__BASELINE_MARGIN", "0")
+    s = load_settings(project)
+    assert (s.training.min_score, s.training.baseline_margin) == (0.65, 0.0)
+    assert Settings.from_json(s.to_json()) == s
+
+
 def test_json_round_trip_is_exact(project: Path) -> None:
     s = load_settings(project)
     again = Settings.from_json(s.to_json())
@@ -49,6 +64,10 @@ def test_json_round_trip_is_exact(project: Path) -> None:
     ("old", "new", "named"),
     [
         ("promotion_margin = 0.005", "promotion_margin = -1", "training.promotion_margin"),
+        ("baseline_margin = 0.01", "baseline_margin = -0.1", "training.baseline_margin"),
+        ("baseline_margin = 0.01", "baseline_margin = nan", "training.baseline_margin"),
+        ("# min_score = 0.7", 'min_score = "high"', "training.min_score"),
+        ("# min_score = 0.7", "min_score = inf", "training.min_score"),
         ('selection_metric = "roc_auc"', 'selection_metric = "rmse"', "training.selection_metric"),
         ('task = "binary"', 'task = "ranking"', "data.task"),
         ('estimator = "random_forest"', 'estimator = "ridge"', "training.candidates[1]"),

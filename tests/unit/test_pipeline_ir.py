@@ -59,6 +59,14 @@ def test_wiring(ir: dict) -> None:
     assert root["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("candidates")
     assert root["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 2
     assert "for-loop-1" in root["select-champion"]["dependentTasks"]
+    # The gate fits its trivial baseline on the training split, scores it on the holdout.
+    artifacts = root["select-champion"]["inputs"]["artifacts"]
+    for name in ("train", "test"):
+        assert artifacts[name]["taskOutputArtifact"] == {
+            "outputArtifactKey": name,
+            "producerTask": "split",
+        }
+    assert {"models", "evaluations"} <= set(artifacts)
     trigger = root["condition-2"]["triggerPolicy"]["condition"]
     assert "select-champion" in trigger and "== true" in trigger
     loop = ir["components"]["comp-for-loop-1"]["dag"]["tasks"]

@@ -15,7 +15,18 @@ from rich.markup import escape
 from crispops.config import Settings, env, load_settings
 from crispops.errors import CrispopsError, UserError
 
-__all__ = ["ProjectOpt", "UserError", "console", "err", "handle_errors", "settings"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_NOT_WORTH_SERVING",
+    "EXIT_OK",
+    "ProjectOpt",
+    "UserError",
+    "console",
+    "err",
+    "handle_errors",
+    "settings",
+]
 
 console = Console()
 err = Console(stderr=True)
@@ -33,9 +44,15 @@ ProjectOpt = Annotated[
     ),
 ]
 
-#: Exit codes: 1 a failed run or check (or an internal error), 2 bad input.
+#: Exit codes, the same for every command (the README's run section lists them):
+#: 0 success; 1 a failed run or check, nothing to show (`crispops champion` with no
+#: champion) or an internal error; 2 bad input (arguments, settings, files); 3 a
+#: training run that completed but had no candidate worth serving (none beat the
+#: trivial baseline by training.baseline_margin, or reached training.min_score).
+EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_NOT_WORTH_SERVING = 3
 
 
 def handle_errors(fn: F) -> F:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from crispops.cli.common import ProjectOpt, console, err, handle_errors, settings
+from crispops.cli.common import EXIT_FAILED, ProjectOpt, console, err, handle_errors, settings
 
 app = typer.Typer(help="The Feast feature store: apply, materialize, check.", no_args_is_help=True)
 
@@ -89,4 +89,4 @@ def features_check(
         table.add_row(m.key, m.feature, repr(m.offline), repr(m.online))
     console.print(table)
     err.print(f"[bold red]{len(r.mismatches)} of {r.compared} values differ[/]")
-    raise typer.Exit(1)
+    raise typer.Exit(EXIT_FAILED)

@@ -1,4 +1,5 @@
-"""`crispops compile|run|submit`: the pipelines, locally or on a Kubeflow cluster."""
+"""`crispops compile|run|champion|submit`: the pipelines, locally or on a Kubeflow
+cluster, and the champion they produce."""
 
 from __future__ import annotations
 
@@ -8,11 +9,22 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from crispops.cli.common import ProjectOpt, UserError, console, err, handle_errors, settings
+from crispops.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_WORTH_SERVING,
+    ProjectOpt,
+    UserError,
+    console,
+    err,
+    handle_errors,
+    settings,
+)
 from crispops.config import Settings
 from crispops.steps import Step
+from crispops.steps.select_champion import NOT_WORTH_SERVING
 
 if TYPE_CHECKING:
     from crispops.champion import Champion
@@ -40,7 +52,16 @@ def run(
     runner: Annotated[str, typer.Option(help="subprocess (default) or docker.")] = "subprocess",
     run_id: Annotated[str | None, typer.Option(help="Run id (default: a timestamp).")] = None,
 ) -> None:
-    """Run the training pipeline on this machine through KFP's local runner."""
+    """Run the training pipeline on this machine through KFP's local runner.
+
+    Exit codes:
+    0 the run completed: a new champion, or the current one kept (at least as good);
+    1 the pipeline failed (bad data stops it at validate), or an internal error;
+    2 bad input (arguments, settings);
+    3 the run completed but no candidate was worth serving: the best did not beat the
+    trivial baseline by training.baseline_margin, or missed training.min_score.
+    Nothing was packaged; the previous champion, if any, still serves.
+    """
     if runner not in {"subprocess", "docker"}:
         raise UserError(f"--runner {runner!r}: choose subprocess or docker")
     run_pipeline(settings(project), runner, run_id)
@@ -76,8 +97,80 @@ def run_pipeline(s: Settings, runner: str, run_id: str | None) -> None:
             )
         else:
             err.print(f"[bold red]the pipeline failed at {step}[/]: {_last_error(result)}")
-        raise typer.Exit(1)
-    _print_summary(s, result, read_champion(s.champion_file))
+        raise typer.Exit(EXIT_FAILED)
+    champion = read_champion(s.champion_file)
+    _print_summary(s, result, champion)
+    decision = result.decision or {}
+    if decision.get("verdict") in NOT_WORTH_SERVING:
+        serving = (
+            f"the champion {champion.model_tag} still serves"
+            if champion
+            else "there is no champion"
+        )
+        err.print(
+            f"[bold red]no candidate worth serving[/]: nothing packaged, {serving} "
+            f"(exit {EXIT_NOT_WORTH_SERVING})",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_NOT_WORTH_SERVING)
+
+
+@handle_errors
+def champion(
+    project: ProjectOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the champion pointer as one JSON object.")
+    ] = False,
+) -> None:
+    """Show the serving champion: its tags, metric and score, and data window.
+
+    Model and Bento tags, metric, score and the baseline's, candidate, training data
+    window, when and by which run it was promoted. Exit 1 when there is none yet,
+    2 when the champion pointer cannot be read.
+    """
+    import json
+
+    from crispops.champion import read_champion
+
+    s = settings(project)
+    current = read_champion(s.champion_file)  # a bad file: ChampionError, exit 2
+    if current is None:
+        err.print(
+            f"[bold red]no champion[/] in {s.project_dir}: no run has promoted one yet "
+            "(`crispops run`; a run with no candidate worth serving promotes nothing)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        sys.stdout.write(json.dumps(current.to_dict(), indent=2, sort_keys=True) + "\n")
+        return
+    table = Table(title="champion", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    window = current.training_window
+    rows = [
+        ("model tag", current.model_tag),
+        ("Bento tag", current.bento_tag),
+        ("metric", current.metric),
+        ("score", f"{current.score:.4f} (holdout)"),
+        (
+            "baseline",
+            "-" if current.baseline_score is None else f"{current.baseline_score:.4f}",
+        ),
+        ("candidate", current.candidate),
+        (
+            "data window",
+            f"{window['start']} to {window['end']}" if {"start", "end"} <= set(window) else "-",
+        ),
+        ("promoted at", current.promoted_at or "-"),
+        ("run id", current.run_id or "-"),
+    ]
+    others = {k: v for k, v in current.metrics.items() if k != current.metric}
+    if others:
+        rows.append(("other metrics", ", ".join(f"{k} {v:.4f}" for k, v in others.items())))
+    for name, value in rows:
+        table.add_row(name, escape(str(value)))
+    console.print(table)
 
 
 def _last_error(result: RunResult) -> str:
@@ -125,8 +218,18 @@ def _print_summary(s: Settings, result: RunResult, champion: Champion | None) ->
             table.add_column(c, justify="left" if c == "candidate" else "right")
         for row in board:
             cells = [row.get(c) for c in cols]
-            table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells])
+            text = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells]
+            if row.get("baseline"):  # the bar, not a candidate: marked and unranked
+                table.add_row("–", *text[1:], style="dim italic")
+            else:
+                table.add_row(*text)
         console.print(table)
+        if any(row.get("baseline") for row in board):
+            console.print(
+                f"[dim]the baseline predicts the training split's "
+                f"{'mean' if s.data.task == 'regression' else 'class prior'}: a candidate "
+                f"must beat it by {s.training.baseline_margin:g} to be promoted[/]"
+            )
     steps = Table(title=f"steps ({result.seconds:.1f} s in all)")
     steps.add_column("step")
     steps.add_column("tasks", justify="right")
@@ -137,9 +240,11 @@ def _print_summary(s: Settings, result: RunResult, champion: Champion | None) ->
     ):
         steps.add_row(name, str(done.count(name)), f"{took:.1f}")
     console.print(steps)
-    reason = decision.get("reason", "")
+    reason = escape(decision.get("reason", ""))
     if decision.get("promote"):
         console.print(f"[bold green]{reason}[/]")
+    elif decision.get("verdict") in NOT_WORTH_SERVING:
+        console.print(f"[bold red]{reason}[/]")
     else:
         console.print(f"[bold yellow]{reason}[/]")
     if champion:

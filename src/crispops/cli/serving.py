@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from crispops.cli.common import ProjectOpt, UserError, console, err, handle_errors, settings
+from crispops.cli.common import (
+    EXIT_FAILED,
+    ProjectOpt,
+    UserError,
+    console,
+    err,
+    handle_errors,
+    settings,
+)
 
 
 @handle_errors
@@ -128,5 +136,5 @@ def predict(
         ) from None
     if resp.status_code >= 400:
         err.print(f"[bold red]{resp.status_code}[/] {resp.text}", highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     console.print_json(resp.text)

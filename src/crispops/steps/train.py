@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import pandas as pd
 from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -113,6 +114,19 @@ def make_pipeline(
     a column it does not name is one-hot encoded. The ColumnTransformer's blocks, in
     output order: ``num`` (numeric), ``cat`` (one-hot), ``te`` (target-encoded).
     """
+    model = make_estimator(estimator, task, seed)
+    return with_preprocessing(model, numeric, categorical, task, seed, encoding)
+
+
+def with_preprocessing(
+    model: Any,
+    numeric: list[str],
+    categorical: list[str],
+    task: str,
+    seed: int = 42,
+    encoding: Mapping[str, Encoding] | None = None,
+) -> Pipeline:
+    """A model behind crispops' preprocessing (impute, scale, encode)."""
     chosen = {c: (encoding or {}).get(c, "onehot") for c in categorical}
     stray = sorted(set(encoding or {}) - set(categorical))
     if stray:
@@ -170,7 +184,29 @@ def make_pipeline(
             )
         )
     pre = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline([("prep", pre), ("model", make_estimator(estimator, task, seed))])
+    return Pipeline([("prep", pre), ("model", model)])
+
+
+def train_baseline(
+    train_df: pd.DataFrame,
+    *,
+    numeric: list[str],
+    categorical: list[str],
+    label: str,
+    task: str,
+) -> Pipeline:
+    """The trivial model every candidate must beat: the training split's class prior
+    (DummyClassifier) or mean (DummyRegressor), ignoring the features. It sits behind
+    the same preprocessing as a candidate, so it is scored by the same code."""
+    model: Any = (
+        DummyRegressor(strategy="mean")
+        if task == "regression"
+        else DummyClassifier(strategy="prior")
+    )
+    # the dummy ignores its inputs: the cheapest encoding (no one-hot of thousands of values)
+    encoding: dict[str, Encoding] = dict.fromkeys(categorical, "target")
+    pipe = with_preprocessing(model, numeric, categorical, task, encoding=encoding)
+    return pipe.fit(to_frame(train_df, numeric, categorical), train_df[label])
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from crispops.config import load_settings
 from crispops.orchestration.local import run_training
 from crispops.steps.features import apply, materialize
 from support.corpus import shuffle_label
-from tests.conftest import FAST_CANDIDATES
+from support.projects import FAST_CANDIDATES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,7 +7,6 @@ import numpy as np
 
 from crispops.contract import FeatureContract, FieldSpec
 from crispops.serving.packaging import MODEL_FILE
-from crispops.serving.service import Predictor
 from crispops.steps.train import to_frame, train
 from tests.unit.steps.conftest import make_contract, make_mixed_frame
 
@@ -47,6 +46,10 @@ def test_predictor_feeds_the_fast_path_in_its_own_column_order(tmp_path: Path) -
         "categorical": categorical,
         "categorical_encoding": info.categorical_encoding,
     }
+    # imported here, not at collection: importing the service module sets prometheus_client
+    # up in single-process mode, which hides the metrics of services built later in-process
+    from crispops.serving.service import Predictor
+
     predictor = Predictor(tmp_path, meta, "m:1")
     assert predictor.fast is not None and predictor.fast.categorical == ["cat", "many"]
     probe = df.iloc[:30].copy()

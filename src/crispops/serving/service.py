@@ -295,7 +295,10 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             return out
 
     service = bentoml.asgi_app(_metadata_app(model_tag, bento_tag, meta, contract))(CrispopsModel)
-    service.add_asgi_middleware(_LoadShedder, limit=runtime.max_concurrency)
+    shed = bentoml.metrics.Counter(
+        name="crispops_shed_requests", documentation="Requests answered 503 to shed load"
+    )
+    service.add_asgi_middleware(_LoadShedder, limit=runtime.max_concurrency, shed=shed)
     # BentoML derives a list response's media type from its JSON schema, rebuilt on every
     # request (a third of the CPU time under load); the answer is always JSON.
     for api in service.apis.values():
@@ -310,17 +313,18 @@ class _LoadShedder:
 
     EXEMPT = ("/livez", "/readyz", "/metrics", "/metadata")
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, shed: Any) -> None:
         self.app = app
         self.limit = limit
-        self.in_flight = 0
+        self.shed = shed  # a counter, made with the service: prometheus_client is imported
+        self.in_flight = 0  # only once BentoML has set PROMETHEUS_MULTIPROC_DIR
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path", "") in self.EXEMPT:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
-            shed.inc()
+            self.shed.inc()
             body = (
                 f'{{"error": "overloaded: {self.in_flight} requests in flight; retry after 1 s"}}'
             ).encode()
@@ -344,9 +348,6 @@ class _LoadShedder:
             self.in_flight -= 1
 
 
-shed = bentoml.metrics.Counter(
-    name="crispops_shed_requests", documentation="Requests answered 503 to shed load"
-)
 
 
 def _untraced(tracing: bool) -> list[str]:

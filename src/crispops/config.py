@@ -269,6 +269,63 @@ class ServingSettings(_Section):
     )
 
 
+_DURATION = r"^\d+(\.\d+)?[smhdw]$"
+
+
+def duration_seconds(text: str) -> float:
+    """``90s``, ``15m``, ``6h``, ``1d``, ``2w`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    return float(text[:-1]) * units[text[-1]]
+
+
+class MonitoringSettings(_Section):
+    """The prediction log, the labels returned for it, and the retraining policy."""
+
+    sink: Literal["parquet", "postgres"] = Field(
+        default="parquet",
+        description="Where the service logs predictions and labels: parquet files under "
+        "the project state, or PostgreSQL (a cluster).",
+    )
+    path: Path = Field(
+        default=Path("monitoring"),
+        description="The parquet sink's folder (relative: inside state_dir).",
+    )
+    dsn_env: str = Field(
+        default="CRISPOPS_PREDICTION_LOG_DSN",
+        description="Environment variable holding the PostgreSQL DSN (a secret: never in "
+        "crispops.toml).",
+    )
+    table_prefix: str = Field(
+        default="crispops", pattern=r"^[a-z_][a-z0-9_]{0,40}$", description="Table names' prefix."
+    )
+    queue_size: int = Field(
+        default=10_000, ge=1, description="Records held for writing; beyond, they are dropped."
+    )
+    batch_size: int = Field(default=256, ge=1, description="Records written at once.")
+    flush_seconds: float = Field(default=0.5, gt=0, description="Longest wait before a write.")
+    window: str = Field(
+        default="1d", pattern=_DURATION, description="Log window a monitor run judges (e.g. 6h)."
+    )
+    drift_psi: float = Field(default=0.25, gt=0, description="PSI above which a feature drifted.")
+    drift_share: float = Field(
+        default=0.3, gt=0, le=1, description="Retrain when more than this share drifted."
+    )
+    prediction_psi: float = Field(
+        default=0.25, gt=0, description="Retrain when the score distribution drifts more."
+    )
+    metric_drop: float = Field(
+        default=0.05,
+        ge=0,
+        description="Retrain when the realized metric is worse than the champion's holdout "
+        "metric by more than this (in the metric's units).",
+    )
+    min_rows: int = Field(default=200, ge=1, description="Fewest predictions to judge drift.")
+    min_labels: int = Field(default=100, ge=1, description="Fewest labels to judge the metric.")
+    cooldown: str = Field(
+        default="1d", pattern=_DURATION, description="Least time between two retrainings."
+    )
+
+
 class ClusterSettings(_Section):
     kfp_host: str | None = None
     kfp_token_env: str = Field(default="KFP_TOKEN", description="Env var holding the KFP token.")
@@ -307,6 +364,7 @@ class Settings(BaseSettings):
     training: TrainingSettings
     validation: ValidationSettings = ValidationSettings()
     serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     cluster: ClusterSettings = ClusterSettings()
 
     @classmethod
@@ -366,6 +424,12 @@ class Settings(BaseSettings):
     @property
     def bentoml_home(self) -> Path:
         return self.state_path / "bentoml"
+
+    @property
+    def monitoring_path(self) -> Path:
+        """The parquet sink's folder (and monitor's reports and actions)."""
+        path = self.monitoring.path
+        return path if path.is_absolute() else self.state_path / path
 
     @property
     def champion_file(self) -> Path:

@@ -348,8 +348,6 @@ class _LoadShedder:
             self.in_flight -= 1
 
 
-
-
 def _untraced(tracing: bool) -> list[str]:
     quiet = ["/livez", "/readyz", "/metrics", "/metadata"]
     return quiet if tracing else [*quiet, "/predict", "/predict_entity"]

@@ -1,0 +1,372 @@
+"""The prediction log and the labels returned for it: where they are kept and read.
+
+Two kinds of sink, one interface:
+
+``parquet`` (the embedded default)
+    files under the project's state, ``<root>/predictions/date=YYYY-MM-DD/*.parquet``
+    and ``<root>/feedback/*.parquet``, each written atomically (a reader never sees half
+    a file; a crash loses at most the batch being written);
+``postgres`` (a cluster)
+    two tables, ``<prefix>_predictions`` and ``<prefix>_feedback``, keyed by
+    ``request_id``, created when missing.
+
+A prediction record: ``request_id``, ``ts`` (UTC), ``model_tag``, ``endpoint``, and as
+JSON text ``entity`` (join key -> value), ``inputs`` (the values the model used, after
+online lookup and imputation), ``request`` (the request-time fields), ``prediction``,
+``probabilities`` (class -> p, or null) and ``imputed`` (names), plus ``score`` (a
+number per prediction for drift: p(positive class), the predicted value, or the top
+class's probability). A feedback record: ``request_id``, ``label`` (JSON text),
+``observed_at`` and ``received_at`` (UTC). Labels are idempotent per request id: the
+last one received wins, and repeating one changes nothing.
+
+Nothing here imports BentoML: the server writes through it, ``crispops monitor``
+reads through it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from crispops.errors import CrispopsError
+from crispops.io import write_frame
+
+PREDICTION_COLUMNS = (
+    "request_id",
+    "ts",
+    "model_tag",
+    "endpoint",
+    "entity",
+    "inputs",
+    "request",
+    "prediction",
+    "probabilities",
+    "score",
+    "imputed",
+)
+FEEDBACK_COLUMNS = ("request_id", "label", "observed_at", "received_at")
+JSON_COLUMNS = ("entity", "inputs", "request", "prediction", "probabilities", "imputed")
+
+
+class SinkError(CrispopsError, RuntimeError):
+    """The prediction log's sink cannot be written or read; the message says which."""
+
+
+@dataclass
+class PredictionRecord:
+    request_id: str
+    ts: datetime
+    model_tag: str
+    endpoint: str
+    entity: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] = field(default_factory=dict)
+    prediction: Any = None
+    probabilities: dict[str, float] | None = None
+    score: float | None = None
+    imputed: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in PREDICTION_COLUMNS:
+            value = getattr(self, name)
+            out[name] = _dumps(value) if name in JSON_COLUMNS else value
+        return out
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    request_id: str
+    label: Any
+    observed_at: datetime
+    received_at: datetime
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "label": _dumps(self.label),
+            "observed_at": self.observed_at,
+            "received_at": self.received_at,
+        }
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_plain, separators=(",", ":"), allow_nan=False)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot log a {type(value).__name__}")
+
+
+class Sink(Protocol):
+    """Where predictions and labels live."""
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None: ...
+
+    def write_feedback(self, records: Sequence[FeedbackRecord]) -> None: ...
+
+    def read_predictions(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> pd.DataFrame: ...
+
+    def read_feedback(self) -> pd.DataFrame: ...
+
+    def known(self, request_ids: Iterable[str]) -> dict[str, str]:
+        """request id -> model tag, for the ids that were logged."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _predictions_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    df["score"] = pd.to_numeric(df["score"], errors="coerce").astype("float64")
+    return df
+
+
+def _feedback_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(FEEDBACK_COLUMNS))
+    for c in ("observed_at", "received_at"):
+        df[c] = pd.to_datetime(df[c], utc=True)
+    return df
+
+
+def latest_labels(feedback: pd.DataFrame) -> pd.DataFrame:
+    """One label per request id: the last received."""
+    if feedback.empty:
+        return feedback
+    ordered = feedback.sort_values("received_at", kind="stable")
+    return ordered.drop_duplicates("request_id", keep="last").reset_index(drop=True)
+
+
+class ParquetSink:
+    """Atomic Parquet files under ``root`` (the project's state)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def feedback_dir(self) -> Path:
+        return self.root / "feedback"
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        if not records:
+            return
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            by_day.setdefault(f"{r.ts.astimezone(UTC):%Y-%m-%d}", []).append(r.row())
+        for day, rows in by_day.items():
+            path = self.predictions_dir / f"date={day}" / f"{uuid.uuid4().hex}.parquet"
+            try:
+                write_frame(path, _predictions_frame(rows))
+            except OSError as exc:
+                raise SinkError(f"prediction log {path.parent}: cannot write ({exc})") from exc
+
+    def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        if not records:
+            return
+        path = self.feedback_dir / f"{uuid.uuid4().hex}.parquet"
+        try:
+            write_frame(path, _feedback_frame([r.row() for r in records]))
+        except OSError as exc:
+            raise SinkError(f"feedback log {path.parent}: cannot write ({exc})") from exc
+
+    def _read(self, files: list[Path], empty: pd.DataFrame) -> pd.DataFrame:
+        frames = []
+        for f in files:
+            try:
+                frames.append(pd.read_parquet(f))
+            except (OSError, ValueError):  # a file being replaced or damaged: skipped
+                continue
+        return pd.concat(frames, ignore_index=True) if frames else empty
+
+    def read_predictions(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> pd.DataFrame:
+        files = []
+        for day_dir in sorted(self.predictions_dir.glob("date=*")):
+            day = day_dir.name.removeprefix("date=")
+            if start is not None and day < f"{start.astimezone(UTC):%Y-%m-%d}":
+                continue
+            if end is not None and day > f"{end.astimezone(UTC):%Y-%m-%d}":
+                continue
+            files += sorted(day_dir.glob("*.parquet"))
+        df = self._read(files, _predictions_frame([]))
+        if start is not None:
+            df = df[df["ts"] >= pd.Timestamp(start)]
+        if end is not None:
+            df = df[df["ts"] < pd.Timestamp(end)]
+        return df.drop_duplicates("request_id", keep="first").reset_index(drop=True)
+
+    def read_feedback(self) -> pd.DataFrame:
+        return self._read(sorted(self.feedback_dir.glob("*.parquet")), _feedback_frame([]))
+
+    def known(self, request_ids: Iterable[str]) -> dict[str, str]:
+        wanted = set(request_ids)
+        if not wanted:
+            return {}
+        df = self.read_predictions()
+        hit = df[df["request_id"].isin(wanted)]
+        return dict(zip(hit["request_id"], hit["model_tag"], strict=True))
+
+    def close(self) -> None:
+        return None
+
+
+class PostgresSink:
+    """Two tables in PostgreSQL, keyed by request id (psycopg 3)."""
+
+    def __init__(self, dsn: str, prefix: str = "crispops", connect_timeout: float = 3.0) -> None:
+        self.dsn = dsn
+        self.predictions = f"{prefix}_predictions"
+        self.feedback = f"{prefix}_feedback"
+        self.connect_timeout = connect_timeout
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            self._conn = psycopg.connect(
+                self.dsn, connect_timeout=max(1, int(self.connect_timeout)), autocommit=True
+            )
+        except psycopg.Error as exc:
+            raise SinkError(f"prediction log: cannot connect to PostgreSQL ({exc})") from None
+        with self._conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.predictions} ("
+                "request_id TEXT PRIMARY KEY, ts TIMESTAMPTZ NOT NULL, model_tag TEXT NOT NULL, "
+                "endpoint TEXT NOT NULL, entity TEXT, inputs TEXT, request TEXT, "
+                "prediction TEXT, probabilities TEXT, score DOUBLE PRECISION, imputed TEXT)"
+            )
+            cur.execute(
+                f"CREATE INDEX IF NOT EXISTS {self.predictions}_ts ON {self.predictions} (ts)"
+            )
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.feedback} (request_id TEXT PRIMARY KEY, "
+                "label TEXT NOT NULL, observed_at TIMESTAMPTZ NOT NULL, "
+                "received_at TIMESTAMPTZ NOT NULL)"
+            )
+        return self._conn
+
+    def _run(self, what: str, fn: Any) -> Any:
+        import psycopg
+
+        try:
+            return fn(self._connect())
+        except psycopg.Error as exc:
+            self.close()
+            raise SinkError(f"prediction log: {what} failed in PostgreSQL ({exc})") from None
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        if not records:
+            return
+        cols = ", ".join(PREDICTION_COLUMNS)
+        marks = ", ".join(["%s"] * len(PREDICTION_COLUMNS))
+        sql = (
+            f"INSERT INTO {self.predictions} ({cols}) VALUES ({marks}) "
+            "ON CONFLICT (request_id) DO NOTHING"
+        )
+        rows = [tuple(r.row()[c] for c in PREDICTION_COLUMNS) for r in records]
+
+        def write(conn: Any) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(sql, rows)
+
+        self._run("writing predictions", write)
+
+    def write_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        if not records:
+            return
+        sql = (
+            f"INSERT INTO {self.feedback} (request_id, label, observed_at, received_at) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (request_id) DO UPDATE SET "
+            "label = EXCLUDED.label, observed_at = EXCLUDED.observed_at, "
+            "received_at = EXCLUDED.received_at"
+        )
+        rows = [tuple(r.row()[c] for c in FEEDBACK_COLUMNS) for r in records]
+
+        def write(conn: Any) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(sql, rows)
+
+        self._run("writing feedback", write)
+
+    def _select(self, sql: str, params: Sequence[Any], columns: Sequence[str]) -> list[dict]:
+        def read(conn: Any) -> list[dict]:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+        return self._run("reading", read)
+
+    def read_predictions(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> pd.DataFrame:
+        where, params = [], []
+        if start is not None:
+            where.append("ts >= %s")
+            params.append(start)
+        if end is not None:
+            where.append("ts < %s")
+            params.append(end)
+        sql = f"SELECT {', '.join(PREDICTION_COLUMNS)} FROM {self.predictions}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return _predictions_frame(self._select(sql + " ORDER BY ts", params, PREDICTION_COLUMNS))
+
+    def read_feedback(self) -> pd.DataFrame:
+        sql = f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM {self.feedback}"
+        return _feedback_frame(self._select(sql, [], FEEDBACK_COLUMNS))
+
+    def known(self, request_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(set(request_ids))
+        if not ids:
+            return {}
+        rows = self._select(
+            f"SELECT request_id, model_tag FROM {self.predictions} WHERE request_id = ANY(%s)",
+            [ids],
+            ("request_id", "model_tag"),
+        )
+        return {r["request_id"]: r["model_tag"] for r in rows}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def labeled(predictions: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """Predictions joined with the latest label returned for each (inner join)."""
+    labels = latest_labels(feedback)
+    return predictions.merge(labels, on="request_id", how="inner")
+
+
+def expand(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """A JSON-text column of objects as one column per key."""
+    values = [json.loads(v) if isinstance(v, str) else {} for v in df[column]]
+    return pd.DataFrame(values, index=df.index)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

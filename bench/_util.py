@@ -23,6 +23,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from rich.console import Console
+
 if TYPE_CHECKING:
     from support.servers import Server
 
@@ -213,3 +215,10 @@ def time_calls(fn: Callable[[], object], n: int, warmup: int = 20) -> Timing:
         fn()
         laps.append((time.perf_counter() - started) * 1000)
     return Timing(n=n, p50_ms=statistics.median(laps), p99_ms=quantile(laps, 0.99))
+
+
+def consoles(width: int) -> tuple[Console, Console]:
+    """(stdout, stderr) consoles; a redirected stdout keeps ``width`` columns, so a
+    pasted table keeps its shape."""
+    out = Console()
+    return (out if out.is_terminal else Console(width=width)), Console(stderr=True)

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench._reliability_cases import CASES, GROUPS, Row, Workspace, fmt_ms, setup
-from bench._util import interrupt_on_signals
+from bench._util import consoles, interrupt_on_signals
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -176,12 +176,9 @@ def run(args: argparse.Namespace, ws: Workspace, log: Console) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from rich.console import Console
 
     args = parse_args(argv)
-    out, log = Console(), Console(stderr=True)
-    if not out.is_terminal:
-        out = Console(width=200)  # a pasted or redirected table keeps its columns
+    out, log = consoles(width=200)
     interrupt_on_signals()
 
     def progress(row: Row) -> None:

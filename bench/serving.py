@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 from bench._util import (
     LoadResult,
     Timing,
+    consoles,
     hey_binary,
     interrupt_on_signals,
     run_hey,
@@ -870,12 +871,9 @@ def run(args: argparse.Namespace, tmp: Path, log: Console) -> Results:
 
 
 def main(argv: list[str]) -> int:
-    from rich.console import Console
 
     args = parse_args(argv)
-    out, log = Console(), Console(stderr=True)
-    if not out.is_terminal:
-        out = Console(width=120)  # a pasted or redirected table keeps its columns
+    out, log = consoles(width=120)
     interrupt_on_signals()
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # libraries' noise
     tmp = Path(tempfile.mkdtemp(prefix="crispops-bench-"))

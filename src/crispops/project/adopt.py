@@ -14,11 +14,7 @@ comment beside the list a user can edit.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +27,7 @@ from crispops.errors import CrispopsError, DataFileError, ScaffoldError
 from crispops.io import write_text
 from crispops.project.columns import feast_type, read_data
 from crispops.project.render import render_settings
+from crispops.steps.features import repo_modules
 from crispops.steps.ingest import FEAST_TS
 
 KINDS: dict[str, Kind] = {"Int64": "int", "Float64": "float", "String": "string", "Bool": "bool"}
@@ -48,28 +45,6 @@ class AdoptResult:
     #: column -> why it is not a request-time feature
     left_out: dict[str, str] = field(default_factory=dict)
     rows: int = 0
-
-
-@contextlib.contextmanager
-def repo_modules(repo: Path) -> Iterator[None]:
-    """Import a Feast repo's modules as Feast does: from inside the repo, by name.
-
-    A module of the same name imported from another repo earlier in this process
-    would be reused (with that repo's paths), so those are forgotten first.
-    """
-    for module in repo.glob("*.py"):
-        sys.modules.pop(module.stem, None)
-    old = Path.cwd()
-    sys.path.insert(0, str(repo))
-    os.chdir(repo)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        os.chdir(old)
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(repo))
 
 
 class _Definitions:

@@ -23,14 +23,16 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def _quiet_cwd(path: Path) -> Iterator[None]:
-    """Feast's apply changes the working directory and warns about experimental APIs."""
-    old = Path.cwd()
-    # Feast imports the repo's modules by name: a module of the same name imported from
-    # another repo earlier in this process would be reused, with that repo's paths.
-    for module in path.glob("*.py"):
+def repo_modules(repo: Path) -> Iterator[None]:
+    """Import a Feast repo's modules as Feast does: from inside the repo, by name, quietly
+    (Feast warns about experimental APIs). A module of the same name imported from
+    another repo earlier in this process would be reused, with that repo's paths: those
+    are forgotten first."""
+    for module in repo.glob("*.py"):
         sys.modules.pop(module.stem, None)
-    sys.path.insert(0, str(path))
+    old = Path.cwd()
+    sys.path.insert(0, str(repo))
+    os.chdir(repo)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -38,7 +40,7 @@ def _quiet_cwd(path: Path) -> Iterator[None]:
     finally:
         os.chdir(old)
         with contextlib.suppress(ValueError):
-            sys.path.remove(str(path))
+            sys.path.remove(str(repo))
 
 
 @contextlib.contextmanager
@@ -83,7 +85,7 @@ def apply(repo_path: Path, config_file: str | None = None) -> ApplyResult:
         raise FeatureStoreError(f"{yaml_path}: no feature_store.yaml in the feature repo")
     repo_config = load_repo_config(repo_path, yaml_path)
     with (
-        _quiet_cwd(repo_path),
+        repo_modules(repo_path),
         open(os.devnull, "w") as devnull,
         contextlib.redirect_stdout(devnull),
     ):

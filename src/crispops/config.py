@@ -26,7 +26,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from crispops import __version__
-from crispops.contract import Kind
 from crispops.errors import SettingsError
 from crispops.rules import RULES, Override, Policy, RuleName, Severity
 
@@ -39,6 +38,8 @@ COMPONENT_REPOSITORY = "ghcr.io/crispops/crispops-components"
 COMPONENT_IMAGE = f"{COMPONENT_REPOSITORY}:{__version__}"
 
 TaskType = Literal["binary", "multiclass", "regression"]
+#: The kind of a feature or request field, as the contract and the request models see it.
+Kind = Literal["float", "int", "string", "bool"]
 EstimatorName = Literal[
     "logistic_regression",
     "ridge",

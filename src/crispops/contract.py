@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from crispops.config import Kind
 from crispops.errors import ContractError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
     from crispops.config import Settings
-
-Kind = Literal["float", "int", "string", "bool"]
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from crispops.config import CONFIG_FILE, load_settings
-from crispops.contract import FeatureContract, Kind, contract_from_store
+from crispops.config import CONFIG_FILE, Kind, load_settings
+from crispops.contract import FeatureContract, contract_from_store
 from crispops.errors import CrispopsError, DataFileError, ScaffoldError
 from crispops.io import write_text
 from crispops.project.columns import feast_type, read_data

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keyword
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,18 @@ def canonical(series: pd.Series, kind: str) -> pd.Series:
     if kind == "Bool":
         return series.astype("boolean" if nulls else "bool")
     return series.astype(object).where(series.notna(), None)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The input split into the feature store's file and the label source."""
+
+    features: pd.DataFrame  # entity, event_timestamp, feature columns
+    labels: pd.DataFrame  # entity, timestamp, label
+    feature_types: dict[str, str]  # feature -> Feast type name
+    entity_type: str  # Feast ValueType member: INT64 or STRING
+    oldest: pd.Timestamp
+
+    @property
+    def rows(self) -> int:
+        return len(self.labels)

@@ -24,7 +24,7 @@ from crispops.config import ClusterSettings, ServingSettings
 from crispops.project.columns import entity_name
 
 if TYPE_CHECKING:
-    from crispops.project.scaffold import PreparedData
+    from crispops.project.columns import PreparedData
 
 SELECTION_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
 

@@ -38,6 +38,7 @@ from crispops.config import CONFIG_FILE, load_settings
 from crispops.errors import DataFileError, ScaffoldError
 from crispops.project.columns import (
     RESERVED_NAMES,
+    PreparedData,
     bad_name,
     canonical,
     feast_type,
@@ -80,21 +81,6 @@ class ScaffoldResult:
     features: list[str]
     feature_service: str
     rows: int
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """The input split into the feature store's file and the label source."""
-
-    features: pd.DataFrame  # entity, event_timestamp, feature columns
-    labels: pd.DataFrame  # entity, timestamp, label
-    feature_types: dict[str, str]  # feature -> Feast type name
-    entity_type: str  # Feast ValueType member: INT64 or STRING
-    oldest: pd.Timestamp
-
-    @property
-    def rows(self) -> int:
-        return len(self.labels)
 
 
 # Data ----------------------------------------------------------------------------------

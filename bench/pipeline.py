@@ -151,7 +151,9 @@ def make_team_project(work: Path, rows: int) -> Path:
     from crispops.steps.features import apply
     from support.loan_repo import FEATURE_SERVICE, generate
 
-    team = generate(work / "team", rows=rows, zipcodes=max(rows // 4, 100))
+    # a few big cities and a long tail: ~7,500 distinct at 30,000 rows, ~2,000 of them
+    # frequent enough (min_frequency) for a one-hot column of their own
+    team = generate(work / "team", rows=rows, zipcodes=max(rows * 4 // 15, 100), skew=0.5)
     project = work / "team-project"
     adopt(
         project,

@@ -173,9 +173,14 @@ def generate(
     coverage: float = 0.15,
     seed: int = 3,
     offline_store: str = "duckdb",
+    skew: float = 0.0,
     now: datetime | None = None,
 ) -> LoanRepo:
-    """Write the repo (definitions, feature_store.yaml, data/) under ``dest``."""
+    """Write the repo (definitions, feature_store.yaml, data/) under ``dest``.
+
+    ``skew`` 0 spreads the applications over every zipcode (as many cities as zipcodes
+    appear); above 0 zipcodes are drawn with weights 1/rank**skew, as real applications
+    come from a few big cities and a long tail of small ones."""
     rng = np.random.default_rng(seed)
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     repo = dest / "feature_repo"
@@ -224,7 +229,11 @@ def generate(
     )
     amount = np.round(np.clip(rng.lognormal(9.0, 0.6, rows), 500, 35_000), -2).astype("int64")
     rate = np.round(np.clip(rng.normal(11.0, 3.2, rows), 5.0, 23.0), 2)
-    zip_of = rng.permutation(np.resize(zips, rows))  # every zipcode applies: many cities
+    if skew > 0:
+        weights = 1.0 / np.arange(1, zipcodes + 1) ** skew
+        zip_of = rng.choice(zips, rows, p=weights / weights.sum())
+    else:
+        zip_of = rng.permutation(np.resize(zips, rows))  # every zipcode applies: many cities
 
     # credit history: monthly rows (so one is inside the 90-day TTL of every application)
     # for a small share of the people applying; one old row for everyone else

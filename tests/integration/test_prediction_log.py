@@ -260,3 +260,26 @@ def test_sigterm_writes_what_is_queued(
     df = ParquetSink(tmp_path / "log").read_predictions()
     assert len(ids) == 100
     assert sorted(df["request_id"]) == sorted(ids)
+
+
+def test_the_cli_prints_request_ids_and_returns_labels(
+    server: Server, record: dict[str, Any], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from crispops.cli import app
+
+    runner = CliRunner()
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps([record, record]))
+    out = runner.invoke(app, ["predict", "--records", str(records), "--url", server.url])
+    assert out.exit_code == 0, out.output
+    ids = re.findall(r"request ids \(.*\): (\S+) (\S+)", out.stderr)
+    assert ids, out.stderr
+    first, second = ids[0]
+    args = ["feedback", "--url", server.url, "-r", first, "-r", second, "--label", "1"]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert "2 label(s) stored" in out.stdout
+    out = runner.invoke(app, ["feedback", "--url", server.url, "-r", "nope", "-l", "1"])
+    assert out.exit_code != 0 and "not in the prediction log" in out.stderr

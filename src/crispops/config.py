@@ -307,8 +307,15 @@ class MonitoringSettings(_Section):
     queue_size: int = Field(
         default=10_000, ge=1, description="Records held for writing; beyond, they are dropped."
     )
-    batch_size: int = Field(default=256, ge=1, description="Records written at once.")
-    flush_seconds: float = Field(default=0.5, gt=0, description="Longest wait before a write.")
+    batch_size: int = Field(
+        default=1000, ge=1, description="Most records written at once (one file or INSERT)."
+    )
+    flush_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest a record waits before a write (each write is a Parquet file: "
+        "shorter waits, more small files).",
+    )
     window: str = Field(
         default="1d", pattern=_DURATION, description="Log window a monitor run judges (e.g. 6h)."
     )

@@ -38,8 +38,10 @@ What the rows mean:
 
 6. **prediction log on / off** - the crispops server of row 1 logs every prediction
    (``monitoring.log_predictions``, the default) to Parquet files in a temporary
-   folder; the same server with ``CRISPOPS_MONITORING__LOG_PREDICTIONS=false`` is
-   measured right after it with the same load. Targets (issue 13): throughput at 16
+   folder; the same server with ``CRISPOPS_MONITORING__LOG_PREDICTIONS=false`` runs
+   beside it, idle while the other is loaded, and their runs alternate for
+   ``--log-rounds`` rounds (each figure the median of its rounds: the shared
+   machine's drifting load touches both alike). Targets (issue 13): throughput at 16
    connections at most 10% lower with the log on, p50 at most 1 ms higher (at 1 and
    at 16 connections). The records the log wrote are counted after the server stops
    (its shutdown writes what is queued): every answered prediction should be there.
@@ -144,7 +146,8 @@ class Results:
     entity_baseline: dict[int, Timing] = field(default_factory=dict)
     entity_record_errors: dict[int, int] = field(default_factory=dict)
     log_records: int | None = None  # prediction log records written by the crispops server
-    answered: int = 0  # predictions the crispops server answered (probe, warm-up, runs)
+    answered: int = 0  # 2xx answers hey counted from the log server (probe, warm-up, runs)
+    in_flight_max: int = 0  # requests hey may have left in flight at its deadlines
     notes: list[str] = field(default_factory=list)
 
 
@@ -285,17 +288,6 @@ def count_logged(log_dir: Path) -> int:
     return len(ParquetSink(log_dir).read_predictions())
 
 
-def answered(server: Server) -> int:
-    """Predictions a running crispops server answered (its /metrics counter, all workers)."""
-    import re
-
-    import httpx
-
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    pattern = r'^crispops_predictions_total\{endpoint="predict",outcome="ok"\} ([0-9.e+]+)$'
-    return sum(int(float(m)) for m in re.findall(pattern, text, re.M))
-
-
 # -- measurements ----------------------------------------------------------------------------
 def measure_predict(
     server: Server, body: Path, args: argparse.Namespace, res: Results, log: Console
@@ -312,8 +304,51 @@ def measure_predict(
             res.predict[server.name][c] = run_hey(
                 server.url + "/predict", body, c, args.duration, server=server
             )
-        if server.name == "crispops":
-            res.answered = answered(server)
+
+
+def measure_log_pair(
+    on: Server, off: Server, body: Path, args: argparse.Namespace, res: Results, log: Console
+) -> None:
+    """/predict with the log on and off: both servers up, their runs interleaved for
+    ``--log-rounds`` rounds (the order swapped each round), each figure the median of
+    its rounds, so the machine's drifting load touches both alike."""
+    import statistics
+
+    with serving(on), serving(off):
+        # what the log server answered: the probe, the warm-up and every run (BentoML's
+        # /metrics cannot tell: servers sharing BENTOML_HOME share its counters' files)
+        sent = [LoadResult(1, 0, status={200: 1})]
+        for server in (on, off):
+            res.ready_s[server.name] = time.monotonic() - server.started
+            probe(server, "/predict", body)
+            log.print(f"  {server.name}: ready; warming up {args.warmup:g} s")
+            warm = run_hey(server.url + "/predict", body, max(CONCURRENCY), args.warmup)
+            if server is on:
+                sent.append(warm)
+        runs: dict[tuple[str, int], list[LoadResult]] = {}
+        for i in range(args.log_rounds):
+            for c in CONCURRENCY:
+                for server in (on, off) if i % 2 == 0 else (off, on):
+                    quiet(args, log)
+                    log.print(
+                        f"  round {i + 1}/{args.log_rounds}: {server.name} /predict at {c} "
+                        f"connection(s), {args.duration:g} s"
+                    )
+                    r = run_hey(server.url + "/predict", body, c, args.duration, server=server)
+                    runs.setdefault((server.name, c), []).append(r)
+                    if server is on:
+                        sent.append(r)
+    res.answered = sum(n for r in sent for code, n in r.status.items() if 200 <= code < 300)
+    # hey stops at its deadline with requests in flight: answered and logged, not counted
+    res.in_flight_max = sum(r.concurrency for r in sent)
+    for (name, c), rs in runs.items():
+        mid = sorted(rs, key=lambda r: r.rps)[len(rs) // 2]
+        merged = LoadResult(**{**asdict(mid)})
+        merged.rps = statistics.median(r.rps for r in rs)
+        merged.p50_ms = statistics.median(r.p50_ms for r in rs)
+        merged.p99_ms = statistics.median(r.p99_ms for r in rs)
+        merged.status = {k: sum(r.status.get(k, 0) for r in rs) for k in mid.status}
+        res.predict.setdefault(name, {})[c] = merged
 
 
 def quiet(args: argparse.Namespace, log: Console) -> None:
@@ -658,7 +693,8 @@ def log_table(res: Results) -> Any:
     table = Table(
         title="The prediction log: single-record POST /predict, log on vs off (issue 13)",
         caption="added = on - off (req/s: the share lost); records: written by the log "
-        "server / predictions it answered",
+        "server / answers hey counted (hey leaves up to its connections in flight at each "
+        "deadline: answered and logged, not counted)",
     )
     table.add_column("figure")
     table.add_column("log on", justify="right", style="bold")
@@ -784,12 +820,13 @@ def targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
                 )
             )
         if res.log_records is not None:
+            top = res.answered + res.in_flight_max
             out.append(
                 (
                     "prediction log records = predictions answered",
                     f"{res.log_records:,} / {res.answered:,}",
-                    "equal",
-                    res.log_records == res.answered,
+                    f"{res.answered:,}..{top:,}",
+                    res.answered <= res.log_records <= top,
                 )
             )
     one = res.entity_http.get(1, LoadResult(1, 0))
@@ -895,6 +932,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quiet-below", type=float, default=15.0, help="percent of all cores")
     p.add_argument("--no-redis", action="store_true", help="skip /predict_entity on Redis")
     p.add_argument(
+        "--log-rounds",
+        type=int,
+        default=3,
+        help="rounds of interleaved log on/off runs; each figure is their median",
+    )
+    p.add_argument(
         "--log-only",
         action="store_true",
         help="measure only crispops' /predict with the prediction log on and off",
@@ -965,11 +1008,10 @@ def run(args: argparse.Namespace, tmp: Path, log: Console) -> Results:
     log_dir = tmp / "prediction-log"
     on = {"CRISPOPS_MONITORING__PATH": str(log_dir)}
     crispops = crispops_server(settings, champion, tmp, "crispops", on, source=source)
-    measure_predict(crispops, body, args, res, log)
-    res.log_records = count_logged(log_dir)  # the server stopped: its queue is written
     off = {"CRISPOPS_MONITORING__LOG_PREDICTIONS": "false"}
     nolog = crispops_server(settings, champion, tmp, "crispops_nolog", off, source=source)
-    measure_predict(nolog, body, args, res, log)
+    measure_log_pair(crispops, nolog, body, args, res, log)
+    res.log_records = count_logged(log_dir)  # the server stopped: its queue is written
     if args.log_only:
         res.notes.append("--log-only: baselines, in-process and /predict_entity skipped")
         return res

@@ -36,6 +36,14 @@ What the rows mean:
    on-demand features with the feature view's own transformation and calls
    ``predict_proba``. Target: p99 <= 5 ms for one entity and <= 2x the baseline.
 
+6. **prediction log on / off** - the crispops server of row 1 logs every prediction
+   (``monitoring.log_predictions``, the default) to Parquet files in a temporary
+   folder; the same server with ``CRISPOPS_MONITORING__LOG_PREDICTIONS=false`` is
+   measured right after it with the same load. Targets (issue 13): throughput at 16
+   connections at most 10% lower with the log on, p50 at most 1 ms higher (at 1 and
+   at 16 connections). The records the log wrote are counted after the server stops
+   (its shutdown writes what is queued): every answered prediction should be there.
+
 Each HTTP figure comes with the CPU it cost, as a share of both cores: the
 server's, hey's and other processes'. Other processes' share is noise (the
 machines are shared); a note names the figures it touched, and before each
@@ -91,6 +99,10 @@ REDIS_PROJECT = "crispops_bench_redis"
 REDIS_YAML = "feature_store.redis.yaml"
 MODEL_FILE_ENV = "BENCH_MODEL_FILE"  # read by bench.baseline_fastapi / baseline_bentoml
 
+# Targets (issue 13): what logging every prediction may cost.
+LOG_RPS_LOSS = 0.10
+LOG_P50_ADDED_MS = 1.0
+
 # Targets (issue 4).
 SPEEDUP_VS_DEFAULT_BENTOML = 3.0
 PREDICT_P99_MS = 25.0
@@ -110,6 +122,7 @@ DEV_INPROCESS_MS = 0.4
 
 SERVERS = {
     "crispops": "crispops",
+    "crispops_nolog": "crispops, log off",
     "bentoml_default": "default BentoML",
     "fastapi": "bare FastAPI",
 }
@@ -130,6 +143,8 @@ class Results:
     entity_http: dict[int, LoadResult] = field(default_factory=dict)
     entity_baseline: dict[int, Timing] = field(default_factory=dict)
     entity_record_errors: dict[int, int] = field(default_factory=dict)
+    log_records: int | None = None  # prediction log records written by the crispops server
+    answered: int = 0  # predictions the crispops server answered (probe, warm-up, runs)
     notes: list[str] = field(default_factory=list)
 
 
@@ -263,6 +278,24 @@ def probe(server: Server, path: str, body: Path) -> Any:
     return resp.json()
 
 
+def count_logged(log_dir: Path) -> int:
+    """Records in a stopped server's Parquet prediction log."""
+    from crispops.monitoring.store import ParquetSink
+
+    return len(ParquetSink(log_dir).read_predictions())
+
+
+def answered(server: Server) -> int:
+    """Predictions a running crispops server answered (its /metrics counter, all workers)."""
+    import re
+
+    import httpx
+
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    pattern = r'^crispops_predictions_total\{endpoint="predict",outcome="ok"\} ([0-9.e+]+)$'
+    return sum(int(float(m)) for m in re.findall(pattern, text, re.M))
+
+
 # -- measurements ----------------------------------------------------------------------------
 def measure_predict(
     server: Server, body: Path, args: argparse.Namespace, res: Results, log: Console
@@ -279,6 +312,8 @@ def measure_predict(
             res.predict[server.name][c] = run_hey(
                 server.url + "/predict", body, c, args.duration, server=server
             )
+        if server.name == "crispops":
+            res.answered = answered(server)
 
 
 def quiet(args: argparse.Namespace, log: Console) -> None:
@@ -616,6 +651,35 @@ def predict_table(res: Results) -> Any:
     return table
 
 
+def log_table(res: Results) -> Any:
+    """/predict with the prediction log on against off, side by side."""
+    from rich.table import Table
+
+    table = Table(
+        title="The prediction log: single-record POST /predict, log on vs off (issue 13)",
+        caption="added = on - off (req/s: the share lost); records: written by the log "
+        "server / predictions it answered",
+    )
+    table.add_column("figure")
+    table.add_column("log on", justify="right", style="bold")
+    table.add_column("log off", justify="right")
+    table.add_column("added", justify="right")
+    nan = LoadResult(0, 0)
+    for c in CONCURRENCY:
+        on = res.predict.get("crispops", {}).get(c, nan)
+        off = res.predict.get("crispops_nolog", {}).get(c, nan)
+        loss = 1 - on.rps / off.rps if off.rps and not math.isnan(off.rps) else math.nan
+        table.add_row(f"req/s @ {c} conn", _rate(on.rps), _rate(off.rps), f"{-loss:+.1%}")
+        for metric, label in (("p50", "p50 ms"), ("p99", "p99 ms")):
+            a, b = _figure(on, metric), _figure(off, metric)
+            table.add_row(f"{label} @ {c} conn", _ms(a), _ms(b), f"{a - b:+.2f}")
+        table.add_row(f"errors @ {c} conn", str(on.errors), str(off.errors), "")
+        table.add_row(f"CPU % srv/hey/other @ {c}", _cpu(on), _cpu(off), "", end_section=True)
+    logged = "-" if res.log_records is None else f"{res.log_records:,}"
+    table.add_row("records logged / answered", f"{logged} / {res.answered:,}", "", "")
+    return table
+
+
 def inprocess_table(res: Results) -> Any:
     from rich.table import Table
 
@@ -695,6 +759,39 @@ def targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
     )
     if mine.errors or default.errors:
         out.append(("/predict errors @ 16 conn", f"{mine.errors}", "0", mine.errors == 0))
+    off = res.predict.get("crispops_nolog", {})
+    on = res.predict.get("crispops", {})
+    if off:
+        a, b = on.get(16, nan), off.get(16, nan)
+        loss = 1 - a.rps / b.rps if b.rps and not math.isnan(b.rps) else math.nan
+        out.append(
+            (
+                "/predict req/s @ 16 conn lost to the prediction log",
+                f"{loss:.1%} ({_rate(a.rps)} vs {_rate(b.rps)})",
+                f"<= {LOG_RPS_LOSS:.0%}",
+                None if math.isnan(loss) else loss <= LOG_RPS_LOSS,
+            )
+        )
+        for c in CONCURRENCY:
+            a, b = on.get(c, nan), off.get(c, nan)
+            added = a.p50_ms - b.p50_ms
+            out.append(
+                (
+                    f"/predict p50 @ {c} conn added by the prediction log",
+                    f"{added:+.2f} ms",
+                    f"<= {LOG_P50_ADDED_MS:g} ms",
+                    None if math.isnan(added) else added <= LOG_P50_ADDED_MS,
+                )
+            )
+        if res.log_records is not None:
+            out.append(
+                (
+                    "prediction log records = predictions answered",
+                    f"{res.log_records:,} / {res.answered:,}",
+                    "equal",
+                    res.log_records == res.answered,
+                )
+            )
     one = res.entity_http.get(1, LoadResult(1, 0))
     out.append(
         (
@@ -722,7 +819,7 @@ def targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
 def targets_table(res: Results) -> Any:
     from rich.table import Table
 
-    table = Table(title="Targets (issue 4)")
+    table = Table(title="Targets (issues 4 and 13)")
     table.add_column("target")
     table.add_column("measured", justify="right")
     table.add_column("limit", justify="right")
@@ -746,6 +843,8 @@ def report(res: Results, console: Console) -> None:
         f"servers ready after {ready}"
     )
     console.print(predict_table(res))
+    if "crispops_nolog" in res.predict:
+        console.print(log_table(res))
     if res.inprocess:
         console.print(inprocess_table(res))
     if res.entity_http or res.entity_baseline:
@@ -795,6 +894,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--quiet-below", type=float, default=15.0, help="percent of all cores")
     p.add_argument("--no-redis", action="store_true", help="skip /predict_entity on Redis")
+    p.add_argument(
+        "--log-only",
+        action="store_true",
+        help="measure only crispops' /predict with the prediction log on and off",
+    )
     p.add_argument(
         "--crispops",
         choices=("bento", "source"),
@@ -850,15 +954,25 @@ def run(args: argparse.Namespace, tmp: Path, log: Console) -> Results:
     contract, record, entities = sample_inputs(settings)
     body = write_body(tmp / "predict-1.json", [record])
 
-    log.print("in-process predict")
-    quiet(args, log)
-    measure_inprocess(champion, record, args.iterations, res, log)
+    if not args.log_only:
+        log.print("in-process predict")
+        quiet(args, log)
+        measure_inprocess(champion, record, args.iterations, res, log)
 
     log.print("single-record /predict, one server at a time")
     model_file = str(champion.model_file)
     source = args.crispops == "source"
-    crispops = crispops_server(settings, champion, tmp, "crispops", {}, source=source)
+    log_dir = tmp / "prediction-log"
+    on = {"CRISPOPS_MONITORING__PATH": str(log_dir)}
+    crispops = crispops_server(settings, champion, tmp, "crispops", on, source=source)
     measure_predict(crispops, body, args, res, log)
+    res.log_records = count_logged(log_dir)  # the server stopped: its queue is written
+    off = {"CRISPOPS_MONITORING__LOG_PREDICTIONS": "false"}
+    nolog = crispops_server(settings, champion, tmp, "crispops_nolog", off, source=source)
+    measure_predict(nolog, body, args, res, log)
+    if args.log_only:
+        res.notes.append("--log-only: baselines, in-process and /predict_entity skipped")
+        return res
     measure_predict(bentoml_default_server(model_file, tmp, args), body, args, res, log)
     measure_predict(fastapi_server(model_file, tmp, args), body, args, res, log)
 

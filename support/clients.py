@@ -29,20 +29,20 @@ def feature_row(project: Path) -> dict[str, Any]:
     return out
 
 
+#: The endpoints fuzzed: both prediction endpoints and the labels' way back.
+ENDPOINTS = ("/predict", "/predict_entity", "/feedback")
+
+
 def fuzz(url: str, examples: int) -> dict[str, Any]:
-    """``examples`` generated requests per prediction endpoint, half valid, half not:
+    """``examples`` generated requests per endpoint (``ENDPOINTS``), half valid, half not:
     the count, the count by status, the 5xx and the 4xx that do not name the problem."""
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
 
     schema = schemathesis.openapi.from_url(url + "/docs.json")
     seen: dict[str, Any] = {"requests": 0, "by_status": {}, "server_errors": [], "unnamed": []}
-    operations = [
-        op.ok()
-        for op in schema.get_all_operations()
-        if op.ok().path in ("/predict", "/predict_entity")
-    ]
-    assert {op.path for op in operations} == {"/predict", "/predict_entity"}
+    operations = [op.ok() for op in schema.get_all_operations() if op.ok().path in ENDPOINTS]
+    assert {op.path for op in operations} == set(ENDPOINTS)
     for operation in operations:
         for mode in ("positive", "negative"):
             strategy = operation.as_strategy(generation_mode=_mode(mode))

@@ -282,6 +282,11 @@ def duration_seconds(text: str) -> float:
 class MonitoringSettings(_Section):
     """The prediction log, the labels returned for it, and the retraining policy."""
 
+    log_predictions: bool = Field(
+        default=True,
+        description="Log every answered prediction (off: answers still carry request ids, "
+        "nothing is written).",
+    )
     sink: Literal["parquet", "postgres"] = Field(
         default="parquet",
         description="Where the service logs predictions and labels: parquet files under "
@@ -457,6 +462,29 @@ class _ServingEnv(BaseSettings):
     )
 
     serving: ServingSettings = ServingSettings()
+
+
+class _MonitoringEnv(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
+    )
+
+    monitoring: MonitoringSettings = MonitoringSettings()
+
+
+def monitoring_runtime() -> MonitoringSettings:
+    """The monitoring section from CRISPOPS_MONITORING__* alone: how a model server logs
+    (the sink, its folder as an absolute path, the DSN's variable, the queue)."""
+    try:
+        return _MonitoringEnv().monitoring
+    except ValidationError as exc:
+        lines = [_format_error(dict(e), Path("environment")) for e in exc.errors()]
+        raise SettingsError("invalid monitoring settings:\n  " + "\n  ".join(lines)) from None
+
+
+def prediction_log_dsn(monitoring: MonitoringSettings) -> str | None:
+    """The PostgreSQL DSN of the prediction log, from the variable monitoring.dsn_env names."""
+    return os.environ.get(monitoring.dsn_env) or None
 
 
 def serving_runtime() -> ServingSettings:

@@ -51,8 +51,9 @@ def test_request_models_are_derived_from_the_feature_service(demo_project: Path)
     )
     feast_features = [f.name for p in service.feature_view_projections for f in p.features]
     request = ["requested_amount", "term_months"]  # the on-demand view's RequestSource
-    assert list(record_model(contract).model_fields) == feast_features + request
-    assert list(entity_model(contract).model_fields) == [*s.data.join_keys, *request]
+    # and the caller's optional request id (the prediction log's key)
+    assert list(record_model(contract).model_fields) == [*feast_features, *request, "request_id"]
+    assert list(entity_model(contract).model_fields) == [*s.data.join_keys, *request, "request_id"]
     assert contract.request_names == request
 
 
@@ -90,7 +91,8 @@ def test_predict_answers_with_class_probabilities_and_tag(
     assert out[0]["model_tag"] == champion.model_tag
     assert out[0]["prediction"] in (0, 1)
     assert abs(sum(out[0]["probabilities"].values()) - 1.0) < 1e-6
-    assert out[0] == out[1]
+    assert out[0]["request_id"] != out[1]["request_id"]  # each answer its own log id
+    assert {**out[0], "request_id": None} == {**out[1], "request_id": None}
 
 
 def test_predict_entity_reads_online_features(client: Any, known_entity: int) -> None:

@@ -619,7 +619,10 @@ def test_model_service_contract(env: str) -> None:
         for e in c["env"]
         if "secretKeyRef" in e.get("valueFrom", {})
     }
-    assert secret_keys == {"REDIS_PASSWORD", "POSTGRES_PASSWORD"}
+    assert secret_keys == {"REDIS_PASSWORD", "POSTGRES_PASSWORD", "dsn"}
+    # the prediction log's DSN: from a Secret, by the variable monitoring.dsn_env names
+    dsn = next(e for e in c["env"] if e["name"] == "CRISPOPS_PREDICTION_LOG_DSN")
+    assert dsn["valueFrom"]["secretKeyRef"]["name"] == "crispops-prediction-log"
     svc = one(objs, "Service", "crispops-model-service")
     assert svc["spec"]["ports"] == [
         {"name": "http", "port": 3000, "targetPort": "http", "protocol": "TCP"}

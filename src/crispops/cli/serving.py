@@ -1,4 +1,5 @@
-"""`crispops serve|predict`: the champion's Bento on this machine, and a small client."""
+"""`crispops serve|predict|feedback`: the champion's Bento on this machine, and a small
+client for its predictions and the labels that come back."""
 
 from __future__ import annotations
 
@@ -138,3 +139,62 @@ def predict(
         err.print(f"[bold red]{resp.status_code}[/] {resp.text}", highlight=False)
         raise typer.Exit(EXIT_FAILED)
     console.print_json(resp.text)
+    ids = [a.get("request_id") for a in resp.json() if isinstance(a, dict)]
+    if any(ids):
+        err.print(
+            "request ids (for `crispops feedback --request-id ID --label LABEL`): "
+            + " ".join(str(i) for i in ids),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@handle_errors
+def feedback(
+    request_id: Annotated[
+        list[str],
+        typer.Option("--request-id", "-r", help="A logged prediction's id (repeatable)."),
+    ],
+    label: Annotated[
+        list[str],
+        typer.Option(
+            "--label", "-l", help="Its observed label (one per --request-id, or one for all)."
+        ),
+    ],
+    observed_at: Annotated[
+        str | None,
+        typer.Option(help="When the outcome was observed (ISO 8601 with a zone; default now)."),
+    ] = None,
+    url: Annotated[str, typer.Option(help="Service address.")] = "http://127.0.0.1:3000",
+) -> None:
+    """Return labels for logged predictions (POST /feedback); exits non-zero when any
+    label was not stored, naming why."""
+    import httpx
+
+    if len(label) not in (1, len(request_id)):
+        raise UserError(
+            f"{len(request_id)} --request-id but {len(label)} --label: give one label "
+            "for all, or one per request id"
+        )
+    labels = label * len(request_id) if len(label) == 1 else label
+    records: list[dict[str, Any]] = []
+    for rid, text in zip(request_id, labels, strict=True):
+        rec: dict[str, Any] = {"request_id": rid, "label": _value(text)}
+        if observed_at is not None:
+            rec["observed_at"] = observed_at
+        records.append(rec)
+    try:
+        resp = httpx.post(url.rstrip("/") + "/feedback", json={"records": records}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise UserError(
+            f"{url}: cannot reach the service ({exc}); is `crispops serve` running?"
+        ) from None
+    if resp.status_code >= 400:
+        err.print(f"[bold red]{resp.status_code}[/] {resp.text}", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    answer = resp.json()
+    console.print(f"{answer['stored']} label(s) stored")
+    for e in answer.get("errors", []):
+        err.print(f"[red]{e['request_id']}[/]: {e['error']}", highlight=False, soft_wrap=True)
+    if answer.get("errors"):
+        raise typer.Exit(EXIT_FAILED)

@@ -386,6 +386,12 @@ def bento_run_args(
         "-v",
         f"{repo}:{repo}:ro",
     ]
+    if settings.monitoring.sink == "parquet":  # the prediction log, on the host's disk
+        log_dir = settings.monitoring_path.resolve()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        args += ["-v", f"{log_dir}:{log_dir}:rw"]
+    elif settings.monitoring.dsn_env in os.environ:  # the DSN by name: never on a command line
+        args += ["-e", settings.monitoring.dsn_env]
     for key, value in sorted(envs.items()):
         args += ["-e", f"{key}={value}"]
     return [*args, image, "--host", settings.serving.host, "--port", str(port)]

@@ -11,13 +11,16 @@ Two kinds of sink, one interface:
     ``request_id``, created when missing.
 
 A prediction record: ``request_id``, ``ts`` (UTC), ``model_tag``, ``endpoint``, and as
-JSON text ``entity`` (join key -> value), ``inputs`` (the values the model used, after
-online lookup and imputation), ``request`` (the request-time fields), ``prediction``,
+JSON text ``entity`` (join key -> value), ``inputs`` (the model's input columns as the
+model received them, after online lookup; null where a value was missing and the
+model's imputer filled it), ``request`` (the request-time fields), ``prediction``,
 ``probabilities`` (class -> p, or null) and ``imputed`` (names), plus ``score`` (a
 number per prediction for drift: p(positive class), the predicted value, or the top
-class's probability). A feedback record: ``request_id``, ``label`` (JSON text),
-``observed_at`` and ``received_at`` (UTC). Labels are idempotent per request id: the
-last one received wins, and repeating one changes nothing.
+class's probability), ``outcome`` (``ok``, ``imputed`` or ``error``) and ``latency_s``
+(the seconds the model call took for the batch the record was in). A feedback record:
+``request_id``, ``label`` (JSON text), ``observed_at`` and ``received_at`` (UTC).
+Labels are idempotent per request id: the last one received wins, and repeating one
+changes nothing.
 
 Nothing here imports BentoML: the server writes through it, ``crispops monitor``
 reads through it.
@@ -50,6 +53,8 @@ PREDICTION_COLUMNS = (
     "probabilities",
     "score",
     "imputed",
+    "outcome",
+    "latency_s",
 )
 FEEDBACK_COLUMNS = ("request_id", "label", "observed_at", "received_at")
 JSON_COLUMNS = ("entity", "inputs", "request", "prediction", "probabilities", "imputed")
@@ -72,6 +77,8 @@ class PredictionRecord:
     probabilities: dict[str, float] | None = None
     score: float | None = None
     imputed: list[str] = field(default_factory=list)
+    outcome: str = "ok"
+    latency_s: float | None = None
 
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -132,7 +139,9 @@ class Sink(Protocol):
 def _predictions_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
-    df["score"] = pd.to_numeric(df["score"], errors="coerce").astype("float64")
+    for c in ("score", "latency_s"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    df["outcome"] = df["outcome"].fillna("ok").astype(object)
     return df
 
 
@@ -255,8 +264,13 @@ class PostgresSink:
                 f"CREATE TABLE IF NOT EXISTS {self.predictions} ("
                 "request_id TEXT PRIMARY KEY, ts TIMESTAMPTZ NOT NULL, model_tag TEXT NOT NULL, "
                 "endpoint TEXT NOT NULL, entity TEXT, inputs TEXT, request TEXT, "
-                "prediction TEXT, probabilities TEXT, score DOUBLE PRECISION, imputed TEXT)"
+                "prediction TEXT, probabilities TEXT, score DOUBLE PRECISION, imputed TEXT, "
+                "outcome TEXT, latency_s DOUBLE PRECISION)"
             )
+            for column, kind in (("outcome", "TEXT"), ("latency_s", "DOUBLE PRECISION")):
+                cur.execute(  # tables made before these columns existed
+                    f"ALTER TABLE {self.predictions} ADD COLUMN IF NOT EXISTS {column} {kind}"
+                )
             cur.execute(
                 f"CREATE INDEX IF NOT EXISTS {self.predictions}_ts ON {self.predictions} (ts)"
             )

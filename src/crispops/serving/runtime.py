@@ -17,7 +17,15 @@ from crispops.config import ENV_PREFIX, serving_runtime
 if TYPE_CHECKING:
     from crispops.config import Settings
 
-__all__ = ["RUNTIME_KEYS", "THREAD_ENV", "env_name", "serve_argv", "serving_env", "serving_runtime"]
+__all__ = [
+    "MONITORING_KEYS",
+    "RUNTIME_KEYS",
+    "THREAD_ENV",
+    "env_name",
+    "serve_argv",
+    "serving_env",
+    "serving_runtime",
+]
 
 #: The serving settings a server process reads from its environment.
 RUNTIME_KEYS = (
@@ -30,13 +38,27 @@ RUNTIME_KEYS = (
     "feature_store_yaml",
 )
 
+#: The monitoring settings a server process reads (CRISPOPS_MONITORING__<KEY>): how it
+#: logs predictions. The DSN itself is never among them: the server reads it from the
+#: variable ``dsn_env`` names (a Secret on a cluster), passed through as it is.
+MONITORING_KEYS = (
+    "log_predictions",
+    "sink",
+    "path",
+    "dsn_env",
+    "table_prefix",
+    "queue_size",
+    "batch_size",
+    "flush_seconds",
+)
+
 #: One thread per numeric library: workers share the cores (see DESIGN.md).
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def env_name(key: str) -> str:
+def env_name(key: str, section: str = "serving") -> str:
     """``max_batch_size`` -> ``CRISPOPS_SERVING__MAX_BATCH_SIZE``."""
-    return f"{ENV_PREFIX}SERVING__{key.upper()}"
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
 
 
 def serving_env(settings: Settings) -> dict[str, str]:
@@ -55,6 +77,12 @@ def serving_env(settings: Settings) -> dict[str, str]:
         value = values.get(key)
         if value is not None:
             envs[env_name(key)] = str(value)
+    mon = settings.monitoring.model_dump(include=set(MONITORING_KEYS))
+    mon["path"] = settings.monitoring_path  # absolute: the server's cwd is not the project
+    for key in MONITORING_KEYS:
+        envs[env_name(key, "monitoring")] = (
+            str(mon[key]).lower() if key == "log_predictions" else str(mon[key])
+        )
     return envs
 
 

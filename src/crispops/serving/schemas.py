@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 
 from crispops.contract import FeatureContract, FieldSpec
 
@@ -29,6 +29,21 @@ def _field(spec: FieldSpec, *, nullable: bool) -> tuple[Any, Any]:
     return (py, Field(..., description=desc))
 
 
+#: The optional field a caller names its own request id with (each record, both endpoints).
+REQUEST_ID = "request_id"
+RequestId = Annotated[
+    str | None,
+    Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="The caller's id for this prediction (letters, digits, . _ : -); one is "
+        "made when absent. Labels sent to /feedback name it.",
+    ),
+]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
@@ -40,6 +55,7 @@ def record_model(contract: FeatureContract) -> type[BaseModel]:
         fields[spec.name] = _field(spec, nullable=True)
     for spec in contract.request_fields:
         fields.setdefault(spec.name, _field(spec, nullable=False))
+    fields.setdefault(REQUEST_ID, (RequestId, None))
     model = create_model("FeatureRecord", __base__=_Strict, **fields)
     model.__doc__ = f"Feature values of {contract.feature_service}, plus request-time fields."
     return model
@@ -53,6 +69,7 @@ def entity_model(contract: FeatureContract) -> type[BaseModel]:
         fields[key.name] = _field(spec, nullable=False)
     for spec in contract.request_fields:
         fields.setdefault(spec.name, _field(spec, nullable=False))
+    fields.setdefault(REQUEST_ID, (RequestId, None))
     model = create_model("EntityRecord", __base__=_Strict, **fields)
     model.__doc__ = f"An entity of {contract.feature_service} plus request-time fields."
     return model
@@ -72,6 +89,36 @@ class Prediction(BaseModel):
         default_factory=list, description="Features that were missing and imputed"
     )
     error: str | None = Field(default=None, description="Why this record has no prediction")
+    request_id: str | None = Field(
+        default=None, description="This prediction's id in the prediction log (for /feedback)"
+    )
+
+
+class FeedbackIn(BaseModel):
+    """One label returned for a logged prediction."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    request_id: str = Field(min_length=1, max_length=128, description="The prediction's id")
+    label: int | float | bool | str | None = Field(
+        description="The observed outcome: one of the model's classes, or a number (regression)",
+    )
+    observed_at: AwareDatetime | None = Field(
+        default=None, description="When the outcome was observed (default: now)"
+    )
+
+
+class FeedbackError(BaseModel):
+    record: int = Field(description="Index of the record in the request")
+    request_id: str = Field(description="The record's request id")
+    error: str = Field(description="Why the label was not stored")
+
+
+class FeedbackAnswer(BaseModel):
+    stored: int = Field(description="Labels stored (a repeat is stored again, unchanged)")
+    errors: list[FeedbackError] = Field(
+        default_factory=list, description="Records not stored, each with the reason"
+    )
 
 
 class Metadata(BaseModel):

@@ -13,8 +13,11 @@ import asyncio
 import functools
 import logging
 import math
+import threading
 import time
+import uuid
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,11 +26,22 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from crispops.config import ServingSettings, serving_runtime
+from crispops.config import MonitoringSettings, ServingSettings, monitoring_runtime, serving_runtime
 from crispops.contract import FeatureContract
+from crispops.monitoring.log import PredictionLog, make_sink
+from crispops.monitoring.store import FeedbackRecord, PredictionRecord, Sink, SinkError
 from crispops.serving.fastpath import FastPipeline
 from crispops.serving.packaging import MODEL_FILE
-from crispops.serving.schemas import Metadata, Prediction, entity_model, record_model
+from crispops.serving.schemas import (
+    REQUEST_ID,
+    FeedbackAnswer,
+    FeedbackError,
+    FeedbackIn,
+    Metadata,
+    Prediction,
+    entity_model,
+    record_model,
+)
 
 log = logging.getLogger("crispops.serving")
 
@@ -150,8 +164,15 @@ class Predictor:
                 self._service = self._store.get_feature_service(self.contract.feature_service)
         return self._store
 
-    def lookup(self, runtime: ServingSettings, rows: list[dict[str, Any]]) -> list[Prediction]:
-        """Read each entity's latest features from the online store and predict."""
+    def lookup(
+        self,
+        runtime: ServingSettings,
+        rows: list[dict[str, Any]],
+        used: list[dict[str, Any]] | None = None,
+    ) -> list[Prediction]:
+        """Read each entity's latest features from the online store and predict; with
+        ``used``, append to it the values each answer's model call took (``{}`` for an
+        answer without a prediction)."""
         store = self.store(runtime)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -185,7 +206,76 @@ class Predictor:
             prev = answers[i]
             pred.imputed = prev.imputed if prev else []
             answers[i] = pred
+        if used is not None:
+            by_row = dict(zip(ready, merged, strict=True))
+            used.extend(by_row.get(i, {}) for i in range(len(rows)))
         return [a for a in answers if a is not None]
+
+    # -- the prediction log ------------------------------------------------------------
+    def score_of(self, pred: Prediction) -> float | None:
+        """One number per prediction for drift: p(positive class) (binary), the top
+        class's probability (multiclass), the value (regression)."""
+        if pred.prediction is None:
+            return None
+        if self.task == "regression":
+            return float(pred.prediction)
+        probs = pred.probabilities or {}
+        if self.task == "binary" and self.classes:
+            return probs.get(self.classes[-1])
+        return max(probs.values()) if probs else None
+
+    def records(
+        self,
+        endpoint: str,
+        rows: list[dict[str, Any]],
+        used: list[dict[str, Any]],
+        out: list[Prediction],
+        elapsed: float,
+    ) -> list[PredictionRecord]:
+        """The log's records for one answered batch (``rows`` as sent, ``used`` the
+        values the model took, aligned with ``out``)."""
+        ts = datetime.now(UTC)
+        keys = self.contract.join_keys if endpoint == "predict_entity" else []
+        request = self.contract.request_names
+        columns = self.columns
+        recs = []
+        for row, values, pred in zip(rows, used, out, strict=True):
+            outcome = "error" if pred.error else ("imputed" if pred.imputed else "ok")
+            recs.append(
+                PredictionRecord(
+                    request_id=pred.request_id or "",
+                    ts=ts,
+                    model_tag=self.model_tag,
+                    endpoint=endpoint,
+                    entity={k: row.get(k) for k in keys},
+                    inputs={c: _finite(values.get(c)) for c in columns} if values else {},
+                    request={n: row.get(n) for n in request},
+                    prediction=pred.prediction,
+                    probabilities=pred.probabilities,
+                    score=self.score_of(pred),
+                    imputed=list(pred.imputed),
+                    outcome=outcome,
+                    latency_s=elapsed,
+                )
+            )
+        return recs
+
+    def label_error(self, label: Any) -> tuple[Any, str | None]:
+        """(the label as stored, None) or (None, why it does not fit this model's task)."""
+        if label is None:
+            return None, "label is null"
+        if self.task == "regression":
+            if isinstance(label, bool) or not isinstance(label, int | float):
+                return None, f"label {label!r} is not a number (the model is a regression)"
+            if not math.isfinite(float(label)):
+                return None, f"label {label!r} is not a finite number"
+            return float(label), None
+        text = str(label)
+        if text in self.classes:
+            return _label(self.model.classes_[self.classes.index(text)]), None
+        return None, (
+            f"label {label!r} is not one of the model's classes ({', '.join(self.classes)})"
+        )
 
 
 def _contract_of(meta: dict[str, Any]) -> FeatureContract:
@@ -193,6 +283,87 @@ def _contract_of(meta: dict[str, Any]) -> FeatureContract:
     return FeatureContract.from_dict(
         {"entity_kind": meta.get("entity_kind", "int"), **meta["contract"]}
     )
+
+
+def _finite(v: Any) -> Any:
+    """NaN as null: the log's JSON holds no NaN (a missing value is null)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    return v
+
+
+def _request_ids(rows: list[dict[str, Any]]) -> list[str]:
+    """Each record's request id (the caller's, else a new one), taken out of the row."""
+    return [r.pop(REQUEST_ID, None) or uuid.uuid4().hex for r in rows]
+
+
+class _Feedback:
+    """Labels in: checked against the model's task and the prediction log, then stored
+    through a sink of their own (the writer thread keeps its own connection)."""
+
+    def __init__(
+        self, predictor: Predictor, monitoring: MonitoringSettings, plog: PredictionLog | None
+    ) -> None:
+        self.predictor = predictor
+        self.monitoring = monitoring
+        self.plog = plog
+        self._sink: Sink | None = None
+        self._lock = threading.Lock()
+
+    def sink(self) -> Sink:
+        if self._sink is None:
+            self._sink = make_sink(self.monitoring)
+        return self._sink
+
+    def store(self, records: list[FeedbackIn]) -> FeedbackAnswer:
+        errors: list[FeedbackError] = []
+        valid: dict[str, tuple[int, Any, datetime | None]] = {}
+        for i, rec in enumerate(records):
+            label, why = self.predictor.label_error(rec.label)
+            if why is not None:
+                errors.append(FeedbackError(record=i, request_id=rec.request_id, error=why))
+            else:
+                valid[rec.request_id] = (i, label, rec.observed_at)  # a repeat: the last wins
+        if not valid:
+            return FeedbackAnswer(stored=0, errors=errors)
+        if self.plog is not None:
+            # this worker's queued predictions first, so a label right after its answer
+            # finds it (other workers write theirs within monitoring.flush_seconds)
+            self.plog.flush(timeout=5.0)
+        now = datetime.now(UTC)
+        try:
+            with self._lock:
+                sink = self.sink()
+                known = sink.known(valid)
+                rows = [
+                    FeedbackRecord(rid, label, (seen or now).astimezone(UTC), now)
+                    for rid, (_, label, seen) in valid.items()
+                    if rid in known
+                ]
+                sink.write_feedback(rows)
+        except SinkError as exc:
+            # BentoML hides a 5xx's message: each record says why instead (and to retry)
+            log.warning("feedback: %s", exc)
+            for rid, (i, _, _) in valid.items():
+                why = f"not stored: {exc}; retry later"
+                errors.append(FeedbackError(record=i, request_id=rid, error=why))
+            errors.sort(key=lambda e: e.record)
+            return FeedbackAnswer(stored=0, errors=errors)
+        for rid, (i, _, _) in valid.items():
+            if rid not in known:
+                errors.append(
+                    FeedbackError(
+                        record=i,
+                        request_id=rid,
+                        error=f"request id {rid!r} is not in the prediction log (unknown, "
+                        "or not written yet: retry after a second)",
+                    )
+                )
+        errors.sort(key=lambda e: e.record)
+        return FeedbackAnswer(stored=len(rows), errors=errors)
 
 
 def _num(v: Any) -> float:
@@ -210,6 +381,7 @@ def _label(v: Any) -> Any:
 def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     """Build the BentoML service class for one pinned model tag."""
     runtime = serving_runtime()
+    monitoring = monitoring_runtime()
     # BentoML 1.4 and pydantic 2.14 warn on every request from inside BentoML; in a
     # server process that is noise on stderr and time on the hot path.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -227,6 +399,10 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         list[EntityRecord],  # type: ignore[valid-type]
         Field(min_length=1, max_length=max_batch, description="Entities to score"),
     ]
+    FeedbackRecords = Annotated[
+        list[FeedbackIn],
+        Field(min_length=1, max_length=max_batch, description="Labels for logged predictions"),
+    ]
 
     predictions = bentoml.metrics.Counter(
         name="crispops_predictions",
@@ -238,6 +414,19 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         documentation="Time spent predicting, by endpoint",
         labelnames=["endpoint"],
         buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    )
+    log_dropped = bentoml.metrics.Counter(
+        name="crispops_prediction_log_dropped",
+        documentation="Prediction log records dropped (queue full or sink failing)",
+    )
+    log_written = bentoml.metrics.Counter(
+        name="crispops_prediction_log_written",
+        documentation="Prediction log records written to the sink",
+    )
+    labels_stored = bentoml.metrics.Counter(
+        name="crispops_feedback_labels",
+        documentation="Labels received by /feedback, by outcome (stored or rejected)",
+        labelnames=["outcome"],
     )
 
     @bentoml.service(
@@ -262,6 +451,19 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             self.runtime = runtime
             if runtime.feature_repo is not None:
                 self.predictor.store(runtime)  # connect now, not on the first request
+            self.plog = (
+                PredictionLog.from_settings(monitoring, log_dropped, log_written)
+                if monitoring.log_predictions
+                else None
+            )
+            self.labels = _Feedback(self.predictor, monitoring, self.plog)
+
+        @bentoml.on_shutdown
+        def flush_prediction_log(self) -> None:
+            """A graceful stop (SIGTERM) writes what is queued before the worker exits."""
+            if self.plog is not None:
+                self.plog.close()
+                log.info("prediction log closed: %s", self.plog.stats())
 
         @bentoml.api(
             batchable=True,
@@ -272,8 +474,14 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             """Score records that carry every feature and request-time field."""
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
+            ids = _request_ids(rows)
             out = _guarded(self.predictor.predict_rows, rows)
-            latency.labels(endpoint="predict").observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            for p, rid in zip(out, ids, strict=True):
+                p.request_id = rid
+            if self.plog is not None:
+                self.plog.submit(self.predictor.records("predict", rows, rows, out, elapsed))
+            latency.labels(endpoint="predict").observe(elapsed)
             predictions.labels(endpoint="predict", outcome="ok").inc(len(out))
             return out
 
@@ -285,14 +493,36 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             await asyncio.sleep(0)
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
-            out = _guarded(functools.partial(self.predictor.lookup, self.runtime), rows)
-            latency.labels(endpoint="predict_entity").observe(time.perf_counter() - started)
+            ids = _request_ids(rows)
+            used: list[dict[str, Any]] = []
+            lookup = functools.partial(self.predictor.lookup, self.runtime, used=used)
+            out = _guarded(lookup, rows)
+            elapsed = time.perf_counter() - started
+            for p, rid in zip(out, ids, strict=True):
+                p.request_id = rid
+            if self.plog is not None:
+                recs = self.predictor.records(
+                    "predict_entity", rows, used[-len(rows) :], out, elapsed
+                )
+                self.plog.submit(recs)
+            latency.labels(endpoint="predict_entity").observe(elapsed)
             for p in out:
                 outcome = "error" if p.error else ("imputed" if p.imputed else "ok")
                 predictions.labels(endpoint="predict_entity", outcome=outcome).inc()
                 if p.error:
                     log.warning("predict_entity: %s", p.error)
             return out
+
+        @bentoml.api
+        def feedback(self, records: FeedbackRecords) -> FeedbackAnswer:
+            """Labels for logged predictions, by request id: stored beside the log.
+            Per-record errors for unknown ids or labels that do not fit the model; a
+            repeat stores the same label again (the last received wins)."""
+            answer = self.labels.store(list(records))
+            labels_stored.labels(outcome="stored").inc(answer.stored)
+            if answer.errors:
+                labels_stored.labels(outcome="rejected").inc(len(answer.errors))
+            return answer
 
     service = bentoml.asgi_app(_metadata_app(model_tag, bento_tag, meta, contract))(CrispopsModel)
     shed = bentoml.metrics.Counter(
@@ -350,7 +580,7 @@ class _LoadShedder:
 
 def _untraced(tracing: bool) -> list[str]:
     quiet = ["/livez", "/readyz", "/metrics", "/metadata"]
-    return quiet if tracing else [*quiet, "/predict", "/predict_entity"]
+    return quiet if tracing else [*quiet, "/predict", "/predict_entity", "/feedback"]
 
 
 def _guarded(fn: Any, rows: list[dict[str, Any]]) -> list[Prediction]:

@@ -1,0 +1,156 @@
+"""The prediction log's writer: bounded, batched, lossy only when it must be, and counted."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from crispops.config import MonitoringSettings
+from crispops.monitoring.log import PredictionLog, make_sink
+from crispops.monitoring.store import ParquetSink, PredictionRecord, SinkError
+
+
+def recs(n: int, start: int = 0) -> list[PredictionRecord]:
+    now = datetime.now(UTC)
+    return [PredictionRecord(f"r{i}", now, "m:1", "predict") for i in range(start, start + n)]
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class MemorySink:
+    """Records the batches; ``gate`` (when set) holds every write until it opens;
+    ``fail`` makes writes raise."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = gate
+        self.fail = False
+        self.closed = False
+
+    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.fail:
+            raise SinkError("down")
+        self.batches.append([r.request_id for r in records])
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def ids(self) -> list[str]:
+        return [i for b in self.batches for i in b]
+
+
+def make(sink: MemorySink, **kw: float) -> tuple[PredictionLog, Counter, Counter]:
+    dropped, written = Counter(), Counter()
+    opts = {"queue_size": 10, "batch_size": 4, "flush_seconds": 30.0} | kw
+    plog = PredictionLog(
+        sink,  # type: ignore[arg-type]
+        queue_size=int(opts["queue_size"]),
+        batch_size=int(opts["batch_size"]),
+        flush_seconds=opts["flush_seconds"],
+        on_dropped=dropped,
+        on_written=written,
+    )
+    return plog, dropped, written
+
+
+def wait_for(cond: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_full_batch_is_written_without_waiting_for_the_timer() -> None:
+    sink = MemorySink()
+    plog, dropped, written = make(sink)  # flush_seconds 30: only a full batch wakes it
+    assert plog.submit(recs(9)) == 9
+    wait_for(lambda: len(sink.ids) == 8)
+    assert sink.batches == [["r0", "r1", "r2", "r3"], ["r4", "r5", "r6", "r7"]]
+    assert plog.pending == 1 and written.value == 8 and dropped.value == 0
+    plog.close()
+
+
+def test_the_timer_writes_a_partial_batch() -> None:
+    sink = MemorySink()
+    plog, _, written = make(sink, flush_seconds=0.05)
+    plog.submit(recs(2))
+    wait_for(lambda: written.value == 2)
+    assert sink.batches == [["r0", "r1"]]
+    plog.close()
+
+
+def test_a_full_queue_drops_the_surplus_and_counts_it_without_blocking() -> None:
+    gate = threading.Event()
+    sink = MemorySink(gate)  # the sink hangs: nothing leaves the queue but one batch
+    plog, dropped, _ = make(sink, queue_size=10, batch_size=4)
+    plog.submit(recs(4))
+    wait_for(lambda: plog.pending == 4 and not plog._buf)  # the batch is in flight
+    started = time.monotonic()
+    accepted = plog.submit(recs(15, start=4))
+    assert time.monotonic() - started < 0.1, "submit waited for the sink"
+    assert accepted == 10 and dropped.value == 5 and plog.dropped == 5
+    gate.set()
+    assert plog.flush(timeout=5)
+    assert sink.ids == [f"r{i}" for i in range(14)]  # the first ten queued, in order
+    plog.close()
+
+
+def test_a_failing_sink_costs_the_batch_counted_and_the_log_goes_on() -> None:
+    sink = MemorySink()
+    sink.fail = True
+    plog, dropped, written = make(sink)
+    plog.submit(recs(4))
+    assert plog.flush(timeout=5)
+    assert dropped.value == 4 and written.value == 0
+    sink.fail = False
+    plog.submit(recs(2, start=4))
+    assert plog.flush(timeout=5)
+    assert sink.ids == ["r4", "r5"] and written.value == 2
+    plog.close()
+
+
+def test_close_writes_everything_queued_and_closes_the_sink() -> None:
+    sink = MemorySink()
+    plog, dropped, written = make(sink, queue_size=1000, batch_size=100)
+    plog.submit(recs(250))
+    plog.close()
+    assert sorted(sink.ids) == sorted(f"r{i}" for i in range(250))
+    assert written.value == 250 and dropped.value == 0 and sink.closed
+    assert plog.submit(recs(1)) == 0 and dropped.value == 1  # after close: dropped, counted
+    plog.close()  # twice is fine
+
+
+def test_without_a_sink_every_record_is_dropped_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CRISPOPS_NO_SUCH_DSN", raising=False)
+    settings = MonitoringSettings(sink="postgres", dsn_env="CRISPOPS_NO_SUCH_DSN")
+    with pytest.raises(SinkError, match=r"\$CRISPOPS_NO_SUCH_DSN .* holds no DSN"):
+        make_sink(settings)
+    dropped = Counter()
+    plog = PredictionLog.from_settings(settings, on_dropped=dropped)
+    assert plog.submit(recs(3)) == 0 and dropped.value == 3
+    plog.close()
+
+
+def test_parquet_end_to_end(tmp_path: Path) -> None:
+    plog = PredictionLog.from_settings(MonitoringSettings(path=tmp_path, batch_size=3))
+    plog.submit(recs(7))
+    plog.close()
+    df = ParquetSink(tmp_path).read_predictions()
+    assert sorted(df["request_id"]) == sorted(f"r{i}" for i in range(7))
+    assert set(df["outcome"]) == {"ok"}

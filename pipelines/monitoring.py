@@ -1,0 +1,15 @@
+"""The monitoring pipeline: one window of the prediction log judged against the champion
+(drift, realized metrics, the retraining policy), for KFP schedules."""
+
+from kfp import dsl
+
+from components.monitor import monitor
+
+
+@dsl.pipeline(
+    name="crispops-monitoring",
+    description="Watch the served model: drift and realized metrics over a window of the "
+    "prediction log; retrain when the policy says so.",
+)
+def monitoring_pipeline(config: str, window: str = "", act: bool = True):
+    monitor(config=config, window=window, act=act).set_display_name("monitor")

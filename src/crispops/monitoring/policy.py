@@ -87,6 +87,7 @@ class Decision:
 def decide(f: Figures, t: Thresholds, last_action: datetime | None, now: datetime) -> Decision:
     fired: list[str] = []
     unjudged: list[str] = []
+    held: list[str] = []
     checks: dict[str, str] = {}
     if f.rows < t.min_rows:
         msg = f"too few predictions to judge drift: {f.rows} < min_rows {t.min_rows}"
@@ -104,6 +105,11 @@ def decide(f: Figures, t: Thresholds, last_action: datetime | None, now: datetim
             )
             checks["feature_drift"] = "fired"
         else:
+            held.append(
+                f"{len(f.drifted)} of {f.features} features drifted ({f.drifted_share:.0%}, "
+                f"at most drift_share {t.drift_share:.0%})"
+                + (": " + ", ".join(f.drifted) if f.drifted else "")
+            )
             checks["feature_drift"] = "ok"
         if f.prediction_psi is None:
             unjudged.append("no score distribution to compare (no holdout scores stored)")
@@ -115,6 +121,9 @@ def decide(f: Figures, t: Thresholds, last_action: datetime | None, now: datetim
             )
             checks["prediction_drift"] = "fired"
         else:
+            held.append(
+                f"score PSI {f.prediction_psi:.3f}, at most prediction_psi {t.prediction_psi:g}"
+            )
             checks["prediction_drift"] = "ok"
     if f.labels < t.min_labels:
         unjudged.append(
@@ -133,6 +142,10 @@ def decide(f: Figures, t: Thresholds, last_action: datetime | None, now: datetim
             )
             checks["metric"] = "fired"
         else:
+            held.append(
+                f"realized {f.metric} {f.realized:.4f} against the holdout's {f.holdout:.4f} "
+                f"(on {f.labels} labels)"
+            )
             checks["metric"] = "ok"
     if fired:
         if last_action is not None and now - last_action < t.cooldown:
@@ -148,8 +161,8 @@ def decide(f: Figures, t: Thresholds, last_action: datetime | None, now: datetim
             )
         return Decision(True, fired, checks)
     if unjudged:
-        return Decision(None, ["no decision: " + r for r in unjudged], checks)
-    return Decision(False, ["all clear: no drift and the realized metric holds"], checks)
+        return Decision(None, ["no decision: " + r for r in unjudged] + held, checks)
+    return Decision(False, ["all clear: every check holds", *held], checks)
 
 
 # The ledger ---------------------------------------------------------------------------

@@ -6,7 +6,12 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def monitor(
-    config: str, window: str, act: bool, report: Output[HTML], figures: Output[Metrics]
+    config: str,
+    window: str,
+    end: str,
+    act: bool,
+    report: Output[HTML],
+    figures: Output[Metrics],
 ) -> str:
     """Judge a window of the prediction log against the champion; with act, retrain once
     per (model, window) when the policy says so. Returns the decision as JSON."""
@@ -17,7 +22,7 @@ def monitor(
     from crispops.monitoring.task import monitor_task
 
     result = monitor_task(
-        Settings.from_json(config), window=window, act=act, report_out=Path(report.path)
+        Settings.from_json(config), window=window, end=end, act=act, report_out=Path(report.path)
     )
     for name, value in result["figures"].items():
         figures.log_metric(name, value)

@@ -11,5 +11,6 @@ from components.monitor import monitor
     description="Watch the served model: drift and realized metrics over a window of the "
     "prediction log; retrain when the policy says so.",
 )
-def monitoring_pipeline(config: str, window: str = "", act: bool = True):
-    monitor(config=config, window=window, act=act).set_display_name("monitor")
+def monitoring_pipeline(config: str, window: str = "", end: str = "", act: bool = True):
+    # end: empty is "now" (a schedule); an ISO 8601 time judges a past window.
+    monitor(config=config, window=window, end=end, act=act).set_display_name("monitor")

@@ -45,6 +45,7 @@ def test_monitoring_pipeline_compiles(tmp_path_factory: pytest.TempPathFactory) 
     params = doc["root"]["inputDefinitions"]["parameters"]
     assert params["window"]["defaultValue"] == "6h"  # [monitoring] window
     assert params["act"]["defaultValue"] is True
+    assert params["end"]["defaultValue"] == ""  # now: a schedule judges the latest window
     assert '"monitoring"' in params["config"]["defaultValue"]
     comp = doc["components"]["comp-monitor"]
     artifacts = comp["outputDefinitions"]["artifacts"]

@@ -11,8 +11,14 @@ fires twice for one window trains once.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from crispops.config import Settings
@@ -23,43 +29,80 @@ class RetrainFailedError(CrispopsError, RuntimeError):
     """The retraining run the monitor started did not complete."""
 
 
-def train_here(settings: Settings) -> Any:
-    """A callable that runs the training pipeline here and fails when the run does."""
+def _clean_env() -> dict[str, str]:
+    # Inside a KFP executor, _KFP_RUNTIME=true strips kfp.dsl and kfp.Client down to
+    # what a component needs at run time: the training pipeline can then be neither
+    # imported nor compiled. The retraining runs in a child process without it.
+    environ = dict(os.environ)
+    environ.pop("_KFP_RUNTIME", None)
+    return environ
+
+
+def _child(settings: Settings, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "crispops.monitoring.task", *args],
+        input=settings.to_json(),
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+        raise RetrainFailedError(f"retraining ({' '.join(args)}) failed: {tail[0]}")
+    return proc.stdout
+
+
+def train_here(settings: Settings) -> Callable[[str], Any]:
+    """``run_id -> result``: the training pipeline run on this machine (kfp.local, the
+    same code path as ``crispops run``), in a child process; fails when the run does."""
 
     def train(run_id: str) -> Any:
-        from crispops.orchestration.local import run_training
-
-        result = run_training(settings, run_id=run_id)
-        if not result.ok:
-            raise RetrainFailedError(
-                f"retraining run {run_id} failed at {result.failed_step or '?'} (log: {result.log})"
-            )
-        return result
+        return json.loads(_child(settings, "train", run_id).strip().splitlines()[-1])
 
     return train
+
+
+def submit_there(settings: Settings, host: str) -> Callable[[str], Any]:
+    """``run_name -> result``: the training pipeline submitted to ``host`` (a child
+    process, like :func:`train_here`); the result has ``run_id`` and ``url``."""
+
+    def submit(run_name: str) -> Any:
+        out = _child(settings, "submit", run_name, host).strip().splitlines()[-1]
+        return SimpleNamespace(**json.loads(out))
+
+    return submit
 
 
 def monitor_task(
     settings: Settings,
     *,
     window: str = "",
+    end: str = "",
     act: bool = False,
     report_out: Path | None = None,
 ) -> dict[str, Any]:
-    """Judge one window of the prediction log; return the figures a pipeline records.
+    """Judge one window of the prediction log (``window`` long, ending at ``end``, ISO
+    8601; empty: ``[monitoring] window`` and now); return the figures a pipeline records.
 
     Returns ``{"decision": {...}, "figures": {name: number}, "report": path, "action":
     message or None}``.
     """
     from crispops.monitoring import watch
 
-    result = watch.monitor(settings, window=window or None)
+    result = watch.monitor(settings, window=window or None, end=watch.parse_end(end or None))
     if report_out is not None:
         report_out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.html_path, report_out)
     action = None
     if act:
-        action = watch.act(settings, result, train_local=train_here(settings)).message
+        host = settings.cluster.kfp_host
+        action = watch.act(
+            settings,
+            result,
+            train_local=train_here(settings),
+            submit=submit_there(settings, host) if host else None,
+        ).message
     return {
         "decision": result.decision,
         "figures": figures(result.report),
@@ -86,3 +129,34 @@ def figures(report: dict[str, Any]) -> dict[str, float]:
     retrain = (report.get("decision") or {}).get("retrain")
     out["retrain"] = -1.0 if retrain is None else float(bool(retrain))
     return out
+
+
+def _main(argv: list[str]) -> int:
+    """``train RUN_ID`` or ``submit RUN_NAME HOST``, the settings JSON on stdin; prints
+    the result as JSON. The child process :func:`train_here` and :func:`submit_there` run."""
+    settings = Settings.from_json(sys.stdin.read())
+    if argv[:1] == ["train"] and len(argv) == 2:
+        from crispops.orchestration.local import run_training
+
+        run = run_training(settings, run_id=argv[1])
+        if not run.ok:
+            print(f"run {argv[1]} failed at {run.failed_step or '?'} (log: {run.log})")
+            return 1
+        print(json.dumps({"run_id": run.run_id, "log": str(run.log), "decision": run.decision}))
+        return 0
+    if argv[:1] == ["submit"] and len(argv) == 3:
+        from crispops.orchestration.submit import submit
+
+        sent = submit(settings, host=argv[2], pipeline="training", run_name=argv[1])
+        print(json.dumps({"run_id": sent.run_id, "url": sent.url}))
+        return 0
+    print("usage: python -m crispops.monitoring.task train RUN_ID | submit RUN_NAME HOST")
+    return 2
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(_main(sys.argv[1:]))
+    except CrispopsError as exc:
+        print(f"error: {exc}")
+        sys.exit(2)

@@ -197,6 +197,7 @@ def test_act_twice_for_the_same_window_trains_once(tmp_path: Path, trained_proje
     ledger = json.loads((project / ".crispops" / "monitoring" / "actions.json").read_text())
     (entry,) = ledger["actions"]
     assert entry["status"] == "completed" and entry["kind"] == "local"
+    assert entry["promoted"] is False  # promotion_margin 1.0: the gate kept the champion
     assert any("features drifted" in r for r in entry["reasons"])
     second = crispops(*args, env=env)
     assert second.returncode == 0, second.stderr

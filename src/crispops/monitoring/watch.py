@@ -269,6 +269,9 @@ def act(
         else:
             train_local(run_id)
             entry["status"] = "completed"
+            after = read_champion(settings.champion_file)
+            entry["champion_after"] = after.model_tag if after else None
+            entry["promoted"] = bool(after and after.model_tag != report["model_tag"])
     except BaseException as exc:
         code = getattr(exc, "exit_code", None)
         entry["status"] = "not_worth_serving" if code == 3 else "failed"

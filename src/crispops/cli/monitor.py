@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from crispops.cli.common import ProjectOpt, console, err, handle_errors, settings
+from crispops.cli.common import (
+    EXIT_NOT_WORTH_SERVING,
+    ProjectOpt,
+    console,
+    err,
+    handle_errors,
+    settings,
+)
+from crispops.config import Settings
 
 
 @handle_errors
@@ -42,12 +51,20 @@ def monitor(
     for the training run it starts (1 failed, 3 no candidate worth serving); 2 bad
     input (no champion, settings, an unreadable ledger).
     """
-    from crispops.monitoring.watch import act as act_on
-    from crispops.monitoring.watch import monitor as run_monitor
     from crispops.monitoring.watch import parse_end
 
     s = settings(project)
-    result = run_monitor(s, window=window, end=parse_end(end))
+    _monitor(s, window, parse_end(end), as_json=as_json, act=act)
+
+
+def _monitor(
+    s: Settings, window: str | None, end: datetime | None, *, as_json: bool, act: bool
+) -> dict[str, Any]:
+    """Judge the window, print the report, act on it when asked; the report."""
+    from crispops.monitoring.watch import act as act_on
+    from crispops.monitoring.watch import monitor as run_monitor
+
+    result = run_monitor(s, window=window, end=end)
     report = result.report
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -56,12 +73,49 @@ def monitor(
         console.print(f"report: {result.html_path}\njson: {result.json_path}")
         console.print(f"gauges: {result.prom_path}")
     if not act:
-        return
+        return report
     from crispops.cli.pipeline import run_pipeline
 
     out = err if as_json else console  # --json keeps stdout one JSON document
     outcome = act_on(s, result, train_local=lambda run_id: run_pipeline(s, "subprocess", run_id))
     out.print(("[bold]acted[/]: " if outcome.acted else "") + escape(outcome.message))
+    return report
+
+
+@handle_errors
+def demo_cycle(
+    project: ProjectOpt = None,
+    requests: Annotated[
+        int, typer.Option(min=1, max=20_000, help="Applications the moved world sends.")
+    ] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of the moved world.")] = 11,
+) -> None:
+    """The loop closing once, on the bundled demo: serve the champion, send traffic from
+    a world that moved, return its labels, monitor, act; a new champion or a kept one.
+
+    Needs a champion (`crispops demo` first). Appends the new applications and their
+    outcomes to the demo's label table, as the lender's warehouse would.
+    """
+    from crispops.monitoring.cycle import run_cycle
+
+    s = settings(project)
+
+    def say(text: str) -> None:
+        console.print(f"[bold cyan]{escape(text)}[/]" if text[:1].isdigit() else escape(text))
+
+    def judge(s: Settings) -> dict[str, Any]:
+        try:
+            return _monitor(s, None, None, as_json=False, act=True)
+        except typer.Exit as exc:  # the training run's exit: the gate kept nothing new
+            if exc.exit_code not in (0, EXIT_NOT_WORTH_SERVING):
+                raise
+            return {}
+
+    result = run_cycle(s, requests=requests, seed=seed, monitor=judge, say=say)
+    if result.replaced:
+        say(f"6. new champion {result.champion_after} (was {result.champion_before})")
+    else:
+        say(f"6. champion kept: {result.champion_before}")
 
 
 def _print(report: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Annotated
@@ -59,8 +60,16 @@ def monitor(
         return
     from crispops.cli.pipeline import run_pipeline
 
-    out = err if as_json else console  # --json keeps stdout one JSON document
-    outcome = act_on(s, result, train_local=lambda run_id: run_pipeline(s, "subprocess", run_id))
+    out = err if as_json else console
+
+    def train(run_id: str) -> None:
+        if not as_json:
+            return run_pipeline(s, "subprocess", run_id)
+        # --json keeps stdout one JSON document: the run's progress goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            return run_pipeline(s, "subprocess", run_id)
+
+    outcome = act_on(s, result, train_local=train)
     out.print(("[bold]acted[/]: " if outcome.acted else "") + escape(outcome.message))
 
 

@@ -36,7 +36,8 @@ def monitor(
     ] = False,
 ) -> None:
     """Drift, prediction drift and realized metrics of the served champion over a window
-    of its prediction log; the retraining policy's decision ([monitoring]).
+    of its prediction log, and the retraining policy's decision (the monitoring section
+    of crispops.toml).
 
     Writes the report (JSON and HTML) and Prometheus gauges under the project state.
     Exit codes: 0 done (whatever the decision); with --act, those of `crispops run`

@@ -31,10 +31,11 @@ def log_predictions(
     end: datetime | None = None,
     spread: timedelta = timedelta(hours=12),
     model_tag: str | None = None,
+    sink: Any = None,
 ) -> pd.DataFrame:
     """Score ``rows`` with the champion and log one record per row, timed evenly over
-    ``spread`` before ``end``; return the records (request_id, prediction, score, label
-    column of ``rows`` if any)."""
+    ``spread`` before ``end``, into ``sink`` (default: the project's parquet log); return
+    the records (request_id, prediction, score, label column of ``rows`` if any)."""
     import joblib
     import numpy as np
 
@@ -82,7 +83,7 @@ def log_predictions(
                 score=float(scores[i]),
             )
         )
-    ParquetSink(s.monitoring_path).write_predictions(records)
+    (sink or ParquetSink(s.monitoring_path)).write_predictions(records)
     out = pd.DataFrame(
         {
             "request_id": [r.request_id for r in records],
@@ -95,13 +96,15 @@ def log_predictions(
     return out
 
 
-def return_labels(project: Path, request_ids: list[str], labels: list[Any]) -> None:
+def return_labels(
+    project: Path, request_ids: list[str], labels: list[Any], sink: Any = None
+) -> None:
     from crispops.config import load_settings
     from crispops.monitoring.store import FeedbackRecord, ParquetSink
 
     s = load_settings(project)
     now = datetime.now(UTC)
-    ParquetSink(s.monitoring_path).write_feedback(
+    (sink or ParquetSink(s.monitoring_path)).write_feedback(
         [
             FeedbackRecord(rid, lab.item() if hasattr(lab, "item") else lab, now, now)
             for rid, lab in zip(request_ids, labels, strict=True)

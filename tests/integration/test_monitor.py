@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ import pytest
 from sklearn import metrics as M
 
 from crispops.config import load_settings
+from crispops.monitoring.store import PostgresSink
 from crispops.monitoring.watch import act, monitor
 from support.monitoring import log_predictions, return_labels, training_rows
 from support.projects import FAST_CANDIDATES, copy_project
+from tests.conftest import service_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -128,6 +131,43 @@ def test_too_few_rows_is_no_decision_and_json_prints(watched: Path, rows: Any) -
     assert report["decision"]["retrain"] is None
     assert "50 < min_rows 200" in " ".join(report["decision"]["reasons"])
     assert report["predictions"]["rows"] == 50
+
+
+@pytest.mark.postgres
+def test_the_log_in_postgresql(watched: Path, rows: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    service_available("127.0.0.1", 5432, "PostgreSQL")
+    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+    prefix = "mon" + uuid.uuid4().hex[:8]
+    sink = PostgresSink(dsn, prefix=prefix)
+    try:
+        logged = log_predictions(watched, _shift(rows), end=END, sink=sink)
+        return_labels(watched, list(logged["request_id"][:120]), list(logged["label"][:120]), sink)
+        monkeypatch.setenv("MON_TEST_DSN", dsn)
+        s = load_settings(
+            watched,
+            monitoring={"sink": "postgres", "dsn_env": "MON_TEST_DSN", "table_prefix": prefix},
+        )
+        report = monitor(s, end=END).report
+        assert {n for n, f in report["features"].items() if f["drifted"]} == SHIFTED
+        assert report["labels"]["joined"] == 120 and "roc_auc" in report["realized"]
+    finally:
+        sink._run(
+            "dropping",
+            lambda conn: conn.execute(f"DROP TABLE {prefix}_predictions, {prefix}_feedback"),
+        )
+        sink.close()
+
+
+def test_an_unreachable_log_is_a_clear_error(watched: Path) -> None:
+    env = {
+        "CRISPOPS_MONITORING__SINK": "postgres",
+        "CRISPOPS_PREDICTION_LOG_DSN": "postgresql://postgres@127.0.0.1:1/test",
+    }
+    out = crispops("monitor", "-p", str(watched), env=env)
+    assert out.returncode == 2, out.stderr
+    assert "cannot connect to PostgreSQL" in out.stderr and "Traceback" not in out.stderr
+    out = crispops("monitor", "-p", str(watched), env={"CRISPOPS_MONITORING__SINK": "postgres"})
+    assert out.returncode == 2 and "CRISPOPS_PREDICTION_LOG_DSN" in out.stderr
 
 
 def test_predictions_of_other_models_are_not_judged(watched: Path, rows: Any) -> None:

@@ -50,8 +50,11 @@ def test_the_monitoring_pipeline_is_scheduled(fake: FakeKFP, tmp_path: Path) -> 
     body = fake.one("POST", "/recurringruns").json
     assert body["trigger"] == {"cron_schedule": {"cron": "0 15 * * * *"}}
     params = body["runtime_config"]["parameters"]
-    assert params == pipeline_arguments(settings, "monitoring")
+    assert set(params) == set(pipeline_arguments(settings, "monitoring"))
     assert params["act"] is True and params["window"] == settings.monitoring.window
+    # No cluster.kfp_host in the project: a retraining it decides on goes to this KFP.
+    assert settings.cluster.kfp_host is None
+    assert json.loads(params["config"])["cluster"]["kfp_host"] == fake.url
     assert result.recurring_run_id and result.run_id is None
 
 

@@ -214,3 +214,93 @@ def test_ledger_round_trip_and_keys(tmp_path: Path) -> None:
     path.write_text("[1, 2")
     with pytest.raises(LedgerError, match=r"actions\.json"):
         read_ledger(path)
+
+
+def test_realized_multiclass_matches_sklearn() -> None:
+    rng = np.random.default_rng(5)
+    classes = ["a", "b", "c"]
+    y = rng.choice(classes, 200)
+    raw = rng.dirichlet([1, 1, 1], 200)
+    pred = np.asarray(classes)[raw.argmax(axis=1)]
+    df = pd.DataFrame(
+        {
+            "label": [json.dumps(v) for v in y],
+            "prediction": [json.dumps(v) for v in pred],
+            "score": raw.max(axis=1),
+            "probabilities": [json.dumps(dict(zip(classes, r.tolist(), strict=True))) for r in raw],
+        }
+    )
+    r = realized_metrics(df, "multiclass", classes)
+    assert r.metrics["accuracy"] == pytest.approx(M.accuracy_score(y, pred))
+    assert r.metrics["macro_f1"] == pytest.approx(M.f1_score(y, pred, average="macro"))
+    assert r.metrics["log_loss"] == pytest.approx(M.log_loss(y, raw, labels=classes))
+
+
+def _report_parts() -> tuple[dict, pd.DataFrame, dict, pd.DataFrame, dict]:
+    profile = _profile(_frame(2000, 1))
+    window = _frame(400, 2)
+    window["income"] += 20_000
+    drift = feature_drift(window, profile, threshold=0.25)
+    rng = np.random.default_rng(1)
+    ref = score_profile(rng.beta(2, 5, 1000))
+    preds = pd.DataFrame({"score": rng.beta(2, 5, 400)})
+    pd_ = prediction_drift(preds["score"], ref)
+    figures = _figures(rows=400, features=len(drift), drifted=["income"], labels=0)
+    decision = decide(figures, T, None, NOW)
+    report = {
+        "model_tag": "m:1",
+        "window": {
+            "start": "2026-12-01T12:00:00+00:00",
+            "end": "2026-12-02T12:00:00+00:00",
+            "length": "1d",
+        },
+        "features": {n: d.to_dict() for n, d in drift.items()},
+        "drifted_share": 0.25,
+        "predictions": {**pd_.to_dict(), "logged": 400, "other_models": 0},
+        "labels": {"joined": 0, "share": 0.0},
+        "realized": {},
+        "holdout": {"metric": "roc_auc", "roc_auc": 0.8},
+        "decision": decision.to_dict(),
+        "thresholds": {
+            "drift_psi": 0.25,
+            "prediction_psi": 0.25,
+            "metric_drop": 0.05,
+            "min_labels": 100,
+        },
+        "generated_at": NOW.isoformat(),
+    }
+    return report, window, profile, preds, ref
+
+
+def test_html_report_is_self_contained_with_a_plot_per_feature() -> None:
+    from crispops.monitoring.report import html_report
+
+    report, window, profile, preds, ref = _report_parts()
+    page = html_report(report, window, profile, preds, ref)
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    # four features and the score distribution
+    assert page.count('src="data:image/png;base64,') == 5
+    assert "no decision" in page and "class='drifted'" in page
+    assert report["decision"]["retrain"] is None
+
+
+def test_prometheus_text_parses_and_carries_the_figures() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from crispops.monitoring.report import prometheus_text
+
+    report, *_ = _report_parts()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(prometheus_text(report))
+        for s in fam.samples
+    }
+    model = ("model_tag", "m:1")
+    income = ("feature", "income")
+    assert samples[("crispops_monitor_feature_drifted", (income, model))] == 1.0
+    assert samples[("crispops_monitor_feature_psi", (income, model))] == pytest.approx(
+        report["features"]["income"]["psi"]
+    )
+    assert samples[("crispops_monitor_retrain", (model,))] == -1.0
+    assert samples[("crispops_monitor_predictions", (model,))] == 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from datetime import datetime
@@ -44,7 +45,8 @@ def monitor(
     ] = False,
 ) -> None:
     """Drift, prediction drift and realized metrics of the served champion over a window
-    of its prediction log; the retraining policy's decision ([monitoring]).
+    of its prediction log, and the retraining policy's decision (the monitoring section
+    of crispops.toml).
 
     Writes the report (JSON and HTML) and Prometheus gauges under the project state.
     Exit codes: 0 done (whatever the decision); with --act, those of `crispops run`
@@ -76,8 +78,16 @@ def _monitor(
         return report
     from crispops.cli.pipeline import run_pipeline
 
-    out = err if as_json else console  # --json keeps stdout one JSON document
-    outcome = act_on(s, result, train_local=lambda run_id: run_pipeline(s, "subprocess", run_id))
+    out = err if as_json else console
+
+    def train(run_id: str) -> None:
+        if not as_json:
+            return run_pipeline(s, "subprocess", run_id)
+        # --json keeps stdout one JSON document: the run's progress goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            return run_pipeline(s, "subprocess", run_id)
+
+    outcome = act_on(s, result, train_local=train)
     out.print(("[bold]acted[/]: " if outcome.acted else "") + escape(outcome.message))
     return report
 

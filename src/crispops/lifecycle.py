@@ -420,11 +420,26 @@ def select_champion_task(
             "leaderboard": board.to_dict("records"),
             "evaluation": winner,
             "train_info": train_info,
+            "holdout_scores": holdout_scores(models[best][0], test_df, task),
         },
     )
     champion_model_out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(models[best][0], champion_model_out)
     return decision
+
+
+def holdout_scores(model_file: Path, test_df: pd.DataFrame, task: str) -> dict[str, Any]:
+    """The model's score distribution on the holdout: the monitor's reference for
+    prediction drift (the score is what the prediction log records per answer)."""
+    import joblib
+
+    from crispops.monitoring.drift import model_scores, score_profile
+    from crispops.steps.evaluate import model_columns
+    from crispops.steps.train import to_frame
+
+    model = joblib.load(model_file)
+    numeric, categorical = model_columns(model)
+    return score_profile(model_scores(model, to_frame(test_df, numeric, categorical), task))
 
 
 # package ---------------------------------------------------------------------------------
@@ -475,6 +490,7 @@ def package_task(
         "best_params": json.dumps(train_info.get("best_params", {}), default=str),
         "training_window": {"start": profile["start"], "end": profile["end"]},
         "rows": profile["rows"],
+        "holdout_scores": decision.get("holdout_scores") or {},
         "code_version": code_version(),
         "python": platform.python_version(),
         "run_id": run_id,

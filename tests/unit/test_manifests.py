@@ -82,6 +82,9 @@ GENERATED_CONFIGMAPS = {
     "crispops-model-service-env",
 }
 CREDENTIALS_SECRET = "crispops-feast-credentials"
+#: Every Secret a workload may reference, each created out of band: Feast's stores, the
+#: prediction log's DSN (the monitor reads the log), the KFP token (it submits retraining).
+KNOWN_SECRETS = {CREDENTIALS_SECRET, "crispops-prediction-log", "crispops-kfp"}
 
 
 def _overlays() -> list[str]:
@@ -401,7 +404,7 @@ def test_no_inline_secret_values(env: str) -> None:
                     assert "value" not in var, f"{ident(obj)}: env {var['name']} is inline"
                     ref = var.get("valueFrom", {}).get("secretKeyRef")
                     assert ref, f"{ident(obj)}: env {var['name']} must come from a Secret"
-                    assert ref["name"] == CREDENTIALS_SECRET, (ident(obj), var["name"])
+                    assert ref["name"] in KNOWN_SECRETS, (ident(obj), var["name"])
     for cm in of_kind(objs, "ConfigMap"):
         for key, value in (cm.get("data") or {}).items():
             assert not SECRET_NAME_RE.search(key), f"{ident(cm)}: key {key} looks secret"
@@ -667,6 +670,39 @@ def test_materialization_cronjob(env: str) -> None:
     )
     assert "feast -c /etc/feast materialize-incremental" in argv
     assert "$(date -u" in argv, "materialize-incremental needs END_TS (now, UTC)"
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_monitoring_cronjob(env: str) -> None:
+    """`crispops monitor --act` hourly: the log from PostgreSQL, the state on a claim that
+    outlives the pod (the ledger keeps --act once per window), retraining submitted."""
+    objs = render(env)
+    cron = one(objs, "CronJob", "crispops-monitoring")
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] > 0
+    job = spec["jobTemplate"]["spec"]
+    assert 0 < job["activeDeadlineSeconds"] < 3600, "a run must end before the next hourly one"
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (c,) = pod["containers"]
+    argv = [*c.get("command", []), *c.get("args", [])]
+    assert argv[:2] == ["crispops", "monitor"] and "--act" in argv, argv
+    assert c["image"].rsplit(":", 1)[0].endswith("/crispops-components")
+    env_vars = {e["name"]: e for e in c["env"]}
+    assert env_vars["CRISPOPS_MONITORING__SINK"]["value"] == "postgres"
+    assert env_vars["CRISPOPS_CLUSTER__KFP_HOST"]["value"].startswith("http")
+    dsn = env_vars["CRISPOPS_PREDICTION_LOG_DSN"]["valueFrom"]["secretKeyRef"]
+    assert dsn["name"] == "crispops-prediction-log"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim = volumes[mounts["/app/.crispops"]]["persistentVolumeClaim"]["claimName"]
+    pvc = one(objs, "PersistentVolumeClaim", claim)
+    assert pvc["spec"]["resources"]["requests"]["storage"]
+    np = one(objs, "NetworkPolicy", "crispops-monitoring")
+    assert not np["spec"].get("ingress"), "the monitor serves nothing"
+    egress_ports = {p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])}
+    assert {53, 5432, 8888} <= egress_ports
 
 
 # Environments -----------------------------------------------------------------------

@@ -32,6 +32,33 @@ def test_materialization_pipeline_compiles(tmp_path_factory: pytest.TempPathFact
     assert params["config_file"]["defaultValue"] == "feature_store.cluster.yaml"
 
 
+def test_monitoring_pipeline_compiles(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One monitor task: the window and act are parameters (a schedule acts by default),
+    the HTML report and the figures are artifacts the KFP UI shows."""
+    project = tmp_path_factory.mktemp("mon")
+    shutil.copy(ROOT / "crispops.toml", project / "crispops.toml")
+    settings = load_settings(project, monitoring={"window": "6h"})
+    path = compile_all(settings, project / "out")["monitoring"]
+    doc = yaml.safe_load(path.read_text())
+    assert doc["pipelineInfo"]["name"] == "crispops-monitoring"
+    assert set(doc["root"]["dag"]["tasks"]) == {"monitor"}
+    params = doc["root"]["inputDefinitions"]["parameters"]
+    assert params["window"]["defaultValue"] == "6h"  # [monitoring] window
+    assert params["act"]["defaultValue"] is True
+    assert params["end"]["defaultValue"] == ""  # now: a schedule judges the latest window
+    assert '"monitoring"' in params["config"]["defaultValue"]
+    comp = doc["components"]["comp-monitor"]
+    artifacts = comp["outputDefinitions"]["artifacts"]
+    assert artifacts["report"]["artifactType"]["schemaTitle"] == "system.HTML"
+    assert artifacts["figures"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    inputs = doc["root"]["dag"]["tasks"]["monitor"]["inputs"]["parameters"]
+    assert inputs["act"]["componentInputParameter"] == "act"
+    assert inputs["window"]["componentInputParameter"] == "window"
+    (executor,) = doc["deploymentSpec"]["executors"].values()
+    assert executor["container"]["image"] == COMPONENT_IMAGE
+    assert "crispops.monitoring.task" in "\n".join(executor["container"]["command"])
+
+
 def test_one_task_per_step(ir: dict) -> None:
     root = ir["root"]["dag"]["tasks"]
     assert set(root) == {

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from crispops.cli import cluster, features, pipeline, project, serving
+from crispops.cli import cluster, features, monitor, pipeline, project, serving
 
 app = typer.Typer(
     name="crispops",
@@ -31,6 +31,8 @@ app.command("submit")(pipeline.submit)
 app.command("serve")(serving.serve)
 app.command("predict")(serving.predict)
 app.command("feedback")(serving.feedback)
+app.command("monitor")(monitor.monitor)
+app.command("demo-cycle")(monitor.demo_cycle)
 app.add_typer(cluster.images_app, name="images")
 app.command("deploy")(cluster.deploy)
 app.command("rollback")(cluster.rollback)

@@ -272,7 +272,9 @@ def submit(
     schedule: Annotated[
         str | None, typer.Option(help="Cron expression: make a recurring run instead of one run.")
     ] = None,
-    pipeline: Annotated[str, typer.Option(help="training or materialization.")] = "training",
+    pipeline: Annotated[
+        str, typer.Option(help="training, materialization or monitoring.")
+    ] = "training",
     namespace: Annotated[
         str | None, typer.Option(help="Kubeflow profile (multi-user KFP).")
     ] = None,

@@ -9,7 +9,7 @@ import yaml
 
 from crispops.config import COMPONENT_IMAGE, Settings
 
-PIPELINES = ("training", "materialization")
+PIPELINES = ("training", "materialization", "monitoring")
 
 
 def _pin_images(path: Path, image: str) -> None:
@@ -33,6 +33,9 @@ def pipeline_arguments(settings: Settings, name: str) -> dict[str, Any]:
         return {"config": settings.to_json(), "candidates": candidate_items(settings)}
     if name == "materialization":
         return {"config": settings.to_json(), "config_file": settings.feature_store.cluster_config}
+    if name == "monitoring":
+        # A schedule acts on its decisions (once per model and window, through the ledger).
+        return {"config": settings.to_json(), "window": settings.monitoring.window, "act": True}
     raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
 
 
@@ -45,6 +48,10 @@ def pipeline_function(name: str) -> Any:
         from pipelines.materialization import materialization_pipeline
 
         return materialization_pipeline
+    if name == "monitoring":
+        from pipelines.monitoring import monitoring_pipeline
+
+        return monitoring_pipeline
     raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
 
 

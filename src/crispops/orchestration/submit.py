@@ -299,6 +299,11 @@ def submit(
         token = env(token_env)
     token = (token or "").strip() or None
 
+    if pipeline == "monitoring" and not settings.cluster.kfp_host:
+        # A monitoring run that decides to retrain submits the training pipeline to the
+        # KFP it runs in, not a local run inside its pod.
+        cluster = settings.cluster.model_copy(update={"kfp_host": url})
+        settings = settings.model_copy(update={"cluster": cluster})
     arguments = pipeline_arguments(settings, pipeline)
     with tempfile.TemporaryDirectory(prefix="crispops-submit-") as tmp:
         try:

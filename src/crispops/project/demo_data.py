@@ -205,3 +205,80 @@ def generate(
         start=start,
         end=end,
     )
+
+
+@dataclass(frozen=True)
+class WorldShift:
+    """How the demo's world moves after training (``crispops demo-cycle``): loans grow
+    (``amount_factor`` times the usual request), and what drives default moves with
+    them: a loan large against the income now defaults whatever the employment."""
+
+    amount_factor: float = 2.5
+    lti_threshold: float = 0.45
+    lti_effect: float = 2.2
+
+
+def moved_applications(
+    data_dir: Path,
+    n: int,
+    *,
+    since: datetime,
+    until: datetime,
+    seed: int = 11,
+    shift: WorldShift | None = None,
+) -> pd.DataFrame:
+    """``n`` new loan applications between ``since`` and ``until``, from customers of the
+    demo data in ``data_dir``, drawn in the moved world and labelled by its rule.
+
+    The features are each customer's latest records (what the online store holds after
+    materialization), so the service sees the same values the labels were drawn from.
+    Columns are those of ``loan_applications.parquet``.
+    """
+    shift = shift or WorldShift()
+    if n < 1:
+        raise UserError(f"requests: at least 1 needed, got {n}")
+    paths = [data_dir / name for name in (PROFILES, ACTIVITY, APPLICATIONS)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(
+            f"{data_dir}: not the demo's data (missing {', '.join(missing)}); "
+            "the moved world is drawn from the bundled demo's tables"
+        )
+    rng = np.random.default_rng(seed)
+    latest = (
+        pd.read_parquet(paths[0])
+        .sort_values("event_timestamp")
+        .groupby("customer_id")
+        .last()
+        .join(
+            pd.read_parquet(paths[1]).sort_values("event_timestamp").groupby("customer_id").last(),
+            rsuffix="_a",
+        )
+    )
+    picks = latest.iloc[rng.integers(0, len(latest), n)]
+    amount = np.round(rng.lognormal(np.log(9_000 * shift.amount_factor), 0.7, n), -2)
+    income = picks["annual_income"].to_numpy(float)
+    util = picks["credit_utilization"].to_numpy(float)
+    late = picks["late_payments_90d"].to_numpy(float)
+    age = picks["age"].to_numpy(float)
+    lti = amount / np.maximum(income, 1.0)
+    z = (
+        -2.6
+        + 1.5 * (picks["credit_score"].to_numpy(float) < 600)
+        + 2.3 * ((util > 0.85) & (late >= 1))
+        + shift.lti_effect * (lti > shift.lti_threshold)
+        + 1.6 * ((age < 26) | (age > 63))
+        - 1.4 * ((picks["home_ownership"].to_numpy() == "OWN") & (income > 45_000))
+        + rng.normal(0, 0.3, n)
+    )
+    span = max((until - since).total_seconds(), 1.0)
+    ts = pd.Timestamp(since) + pd.to_timedelta(np.sort(rng.uniform(0, span, n)), unit="s")
+    return pd.DataFrame(
+        {
+            "customer_id": picks.index.to_numpy().astype("int64"),
+            "application_ts": ts.floor("s"),
+            "requested_amount": amount.astype(float),
+            "term_months": rng.choice([12, 24, 36, 60], n).astype("int64"),
+            "defaulted": (rng.random(n) < _sigmoid(z)).astype("int64"),
+        }
+    )

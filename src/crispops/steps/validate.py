@@ -271,6 +271,8 @@ def profile(df: pd.DataFrame, contract: FeatureContract, rules: Rules) -> dict[s
                 std=float(v.std()) if len(v) else None,
                 bin_edges=edges,
                 bin_shares=(counts / max(len(v), 1)).tolist(),
+                # 0, 5, ..., 100 %: the reference sample for the monitor's Wasserstein.
+                quantiles=np.quantile(v, np.linspace(0, 1, 21)).tolist() if len(v) else [],
             )
         else:
             shares = s.dropna().astype(str).value_counts(normalize=True)

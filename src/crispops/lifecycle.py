@@ -562,3 +562,51 @@ def package_task(
     registry.register(settings.models_file, entry)  # retires the previous champion
     write_champion(settings.champion_file, champion)  # the last step: atomic
     return champion
+
+
+# promote / reject (a live rollout's outcome) --------------------------------------------------
+def promote_task(settings: Settings, bento_tag: str, reason: str) -> Champion:
+    """Make a packaged challenger the champion: the registry (retiring the previous
+    champion) and then the pointer, from what its Bento model recorded when packaged."""
+    from crispops import registry
+    from crispops.serving import packaging
+
+    entry = registry.find(settings.models_file, bento_tag)
+    packaging.bentoml_home(settings.bentoml_home)
+    import bentoml
+
+    try:
+        model = bentoml.models.get(entry.model_tag)
+    except bentoml.exceptions.NotFound:
+        raise UserError(
+            f"{settings.bentoml_home}: model {entry.model_tag} (of Bento {entry.bento_tag}) "
+            "is not in the project's BentoML store; cannot move the champion pointer to it"
+        ) from None
+    meta: dict[str, Any] = dict(model.info.metadata)
+    decision_file = Path(model.path_of("decision.json"))
+    decision = read_json(decision_file) if decision_file.is_file() else {}
+    baseline = decision.get("baseline_score")
+    champion = Champion(
+        model_tag=entry.model_tag,
+        bento_tag=entry.bento_tag,
+        model_file=str(packaging.model_path(entry.model_tag)),
+        candidate=entry.candidate or str(meta.get("candidate", "")),
+        metric=entry.metric,
+        score=entry.score,
+        metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()},
+        promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        run_id=entry.run_id,
+        inputs=list(meta.get("numeric") or []) + list(meta.get("categorical") or []),
+        training_window={k: str(v) for k, v in (meta.get("training_window") or {}).items()},
+        baseline_score=None if baseline is None else float(baseline),
+    )
+    registry.set_status(settings.models_file, entry.model_tag, registry.Status.CHAMPION, reason)
+    write_champion(settings.champion_file, champion)  # the last step: atomic
+    return champion
+
+
+def reject_task(settings: Settings, bento_tag: str, reason: str) -> None:
+    """Mark a challenger rejected (its live analysis failed); the pointer does not move."""
+    from crispops import registry
+
+    registry.set_status(settings.models_file, bento_tag, registry.Status.REJECTED, reason)

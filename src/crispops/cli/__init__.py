@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from crispops.cli import cluster, features, pipeline, project, serving
+from crispops.cli import cluster, features, pipeline, project, rollout, serving
 
 app = typer.Typer(
     name="crispops",
@@ -34,6 +34,7 @@ app.command("predict")(serving.predict)
 app.add_typer(cluster.images_app, name="images")
 app.command("deploy")(cluster.deploy)
 app.command("rollback")(cluster.rollback)
+app.add_typer(rollout.app, name="rollout")
 
 
 def main() -> None:

@@ -338,6 +338,7 @@ class Rollout:
         self.sleep = sleep
         self._kube: Kube | None = None
         self._applier: Applier | None = None
+        self._renders: dict[str | None, list[dict[str, Any]]] = {}
 
     # the API ---------------------------------------------------------------------------
 
@@ -359,8 +360,12 @@ class Rollout:
         except ValueError as exc:
             raise DeployError(str(exc)) from exc
 
-    def _rendered(self, bento_tag: str) -> list[dict[str, Any]]:
-        return render(self.overlay_dir, self._image(bento_tag))
+    def _rendered(self, bento_tag: str | None) -> list[dict[str, Any]]:
+        """The overlay with a Bento's image (None: as pinned); rendered once per call."""
+        if bento_tag not in self._renders:
+            image = None if bento_tag is None else self._image(bento_tag)
+            self._renders[bento_tag] = render(self.overlay_dir, image)
+        return copy.deepcopy(self._renders[bento_tag])
 
     def _namespace(self, objects: list[dict[str, Any]]) -> str:
         dep = find_model_deployment(objects)
@@ -381,7 +386,7 @@ class Rollout:
 
     def status(self) -> RolloutState | None:
         """The rollout the cluster records (None when there never was one)."""
-        ns = self._namespace(render(self.overlay_dir, None))
+        ns = self._namespace(self._rendered(None))
         live = self.kube.get(self._ref("ConfigMap", ROLLOUT_CONFIGMAP, ns, "v1"))
         return None if live is None else RolloutState.from_object(live)
 

@@ -76,6 +76,10 @@ def test_shadow_agreement_is_measured_on_pairs() -> None:
     champ = arm("champ", 400, seed=1, ids="r")
     same = arm("chall", 400, seed=1, ids="r")  # the same records, the same answers
     assert analyze(window(champ, same, mode="shadow"), LIMITS).measurements["agreement"] == 1.0
+    suffixed = same.assign(request_id=[f"{r}#shadow" for r in same["request_id"]])
+    assert (
+        analyze(window(champ, suffixed, mode="shadow"), LIMITS).measurements["shadow_pairs"] == 400
+    )
     flipped = same.assign(prediction=[json.dumps(1 - json.loads(p)) for p in same["prediction"]])
     v = analyze(window(champ, flipped, mode="shadow"), LIMITS)
     assert v.status == "fail" and "shadow agreement 0.0%" in v.reasons[0]

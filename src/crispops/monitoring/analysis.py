@@ -9,8 +9,9 @@ the labels that came back. Each check that can be measured is one reason to fail
 - p99 latency (when logged): at most ``max_p99_ratio`` times the champion's;
 - distance between the arms' score distributions: PSI at most ``max_distance``
   (bins from the champion's quantiles);
-- shadow agreement (records both models scored, matched by ``request_id``): at
-  least ``min_agreement``;
+- shadow agreement (records both models scored, matched by ``request_id``; the
+  challenger's shadow record may carry ``request_id + "#shadow"``, since the log
+  keeps one record per id): at least ``min_agreement``;
 - the realized metric per arm, once ``min_labels`` labels came back for each: the
   challenger's may be worse by ``max_metric_drop``.
 
@@ -36,6 +37,8 @@ from crispops.monitoring.store import ParquetSink, Sink, labeled, now
 Mode = Literal["shadow", "canary"]
 Status = Literal["pass", "fail", "wait"]
 
+#: What a shadowed record's request id ends with (the champion's record has the bare id).
+SHADOW_SUFFIX = "#shadow"
 #: Outcomes that are not errors, when the log has an ``outcome`` column.
 OK_OUTCOMES = frozenset({"", "ok", "success", "200"})
 
@@ -91,6 +94,12 @@ def _errors(df: pd.DataFrame) -> pd.Series | None:
     if "outcome" in df.columns:
         return ~df["outcome"].fillna("ok").astype(str).str.lower().isin(OK_OUTCOMES)
     return None
+
+
+def _pair_key(df: pd.DataFrame) -> pd.Series:
+    """The request a record answered: its ``request_id`` without a ``#shadow`` suffix
+    (the log keeps one record per request id, so a shadowed one carries the suffix)."""
+    return df["request_id"].astype(str).str.removesuffix(SHADOW_SUFFIX)
 
 
 def _p99(df: pd.DataFrame) -> float | None:
@@ -181,7 +190,9 @@ def analyze(window: Window, limits: RolloutSettings | None = None) -> Verdict:
         (failures if distance > limits.max_distance else notes).append(line)
 
     if window.mode == "shadow":
-        pairs = ok_champ.merge(ok_chall, on="request_id", suffixes=("_a", "_b"))
+        pairs = ok_champ.assign(pair=_pair_key(ok_champ)).merge(
+            ok_chall.assign(pair=_pair_key(ok_chall)), on="pair", suffixes=("_a", "_b")
+        )
         m["shadow_pairs"] = len(pairs)
         if len(pairs) >= limits.min_requests:
             if window.task == "regression":

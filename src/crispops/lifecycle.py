@@ -538,6 +538,7 @@ def package_task(
         created_at=champion.promoted_at,
         verdict=str(decision.get("verdict", "")),
         reason=str(decision.get("reason", "")),
+        record=champion.to_dict(),
     )
     if not promote:
         registry.register(settings.models_file, entry)
@@ -567,39 +568,21 @@ def package_task(
 # promote / reject (a live rollout's outcome) --------------------------------------------------
 def promote_task(settings: Settings, bento_tag: str, reason: str) -> Champion:
     """Make a packaged challenger the champion: the registry (retiring the previous
-    champion) and then the pointer, from what its Bento model recorded when packaged."""
+    champion), then the pointer, from the record its package step kept."""
     from crispops import registry
-    from crispops.serving import packaging
 
     entry = registry.find(settings.models_file, bento_tag)
-    packaging.bentoml_home(settings.bentoml_home)
-    import bentoml
-
-    try:
-        model = bentoml.models.get(entry.model_tag)
-    except bentoml.exceptions.NotFound:
+    if not entry.record:
         raise UserError(
-            f"{settings.bentoml_home}: model {entry.model_tag} (of Bento {entry.bento_tag}) "
-            "is not in the project's BentoML store; cannot move the champion pointer to it"
-        ) from None
-    meta: dict[str, Any] = dict(model.info.metadata)
-    decision_file = Path(model.path_of("decision.json"))
-    decision = read_json(decision_file) if decision_file.is_file() else {}
-    baseline = decision.get("baseline_score")
-    champion = Champion(
-        model_tag=entry.model_tag,
-        bento_tag=entry.bento_tag,
-        model_file=str(packaging.model_path(entry.model_tag)),
-        candidate=entry.candidate or str(meta.get("candidate", "")),
-        metric=entry.metric,
-        score=entry.score,
-        metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()},
-        promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        run_id=entry.run_id,
-        inputs=list(meta.get("numeric") or []) + list(meta.get("categorical") or []),
-        training_window={k: str(v) for k, v in (meta.get("training_window") or {}).items()},
-        baseline_score=None if baseline is None else float(baseline),
-    )
+            f"{settings.models_file}: {entry.model_tag} has no packaged record to become the "
+            "champion pointer (package it again with `crispops run`)"
+        )
+    try:
+        champion = Champion(
+            **{**entry.record, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        )
+    except TypeError as exc:
+        raise UserError(f"{settings.models_file}: {entry.model_tag}: bad record ({exc})") from None
     registry.set_status(settings.models_file, entry.model_tag, registry.Status.CHAMPION, reason)
     write_champion(settings.champion_file, champion)  # the last step: atomic
     return champion

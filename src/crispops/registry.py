@@ -55,6 +55,8 @@ class ModelEntry:
     #: Why its status is what it is (the gate's reason, the analysis' reasons).
     reason: str = ""
     history: list[dict[str, str]] = field(default_factory=list)
+    #: The champion pointer this model becomes when promoted (written at packaging).
+    record: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -53,6 +53,9 @@ def test_a_run_kept_out_by_the_gate_packages_a_challenger(fresh_project: Path) -
     assert entry.status == "challenger" and entry.verdict == "kept_champion"
     assert entry.run_id == result.run_id and entry.bento_tag in bentos(fresh_project)
     assert "less than the promotion margin" in entry.reason
+    # what promotion will write as the pointer: this model's, in the project's store
+    assert entry.record["model_tag"] == entry.model_tag
+    assert Path(entry.record["model_file"]).is_file() and entry.record["inputs"]
 
     out = CliRunner().invoke(app, ["models", "-p", str(fresh_project), "--json"])
     assert out.exit_code == 0, out.output

@@ -5,8 +5,8 @@ The API server is kmock's KubernetesEmulator (see tests/integration/test_deploy.
 what it does and does not do), not Kubernetes: no Kubernetes API server can run on
 these machines. A FakeController per Deployment plays the Deployment controller. The
 analysis is injected (the verdicts a test wants at each step); promotion and rejection
-run the CLI's real hooks over a real project state: the models registry, the champion
-pointer and a BentoML store holding both models.
+run the CLI's real hooks over a real project state: the models registry (with the
+pointer record each package step keeps) and the champion pointer.
 """
 
 from __future__ import annotations
@@ -43,39 +43,22 @@ V1, V2 = "credit_default_v1:aaa111", "credit_default_v1:bbb222"
 IMAGE_V1, IMAGE_V2 = f"{REGISTRY}/{V1}", f"{REGISTRY}/{V2}"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A BentoML store with two tiny models (what packaging leaves), shared by the tests."""
-    import joblib
-    from sklearn.dummy import DummyClassifier
-
-    from crispops.serving import packaging
-
-    root = tmp_path_factory.mktemp("bentoml")
-    packaging.bentoml_home(root)
-    model = root / "model.joblib"
-    joblib.dump(DummyClassifier().fit([[0], [1]], [0, 1]), model)
-    for version in ("aaa111", "bbb222"):
-        import bentoml
-
-        with bentoml.models.create(
-            bentoml.Tag("credit_default_v1", version),
-            metadata={"candidate": "trees", "metrics": {"roc_auc": 0.8}, "numeric": ["x"]},
-        ) as m:
-            shutil.copyfile(model, m.path_of(packaging.MODEL_FILE))
-    return root
-
-
 @pytest.fixture()
-def project(tmp_path: Path, store: Path) -> Settings:
+def project(tmp_path: Path) -> Settings:
+    """A project state as two runs leave it: V1 the champion, V2 a packaged challenger."""
     shutil.copy(ROOT / "crispops.toml", tmp_path / "crispops.toml")
     s = load_settings(tmp_path, rollout={"step_interval": "0s"})
-    s.bentoml_home.parent.mkdir(parents=True, exist_ok=True)
-    s.bentoml_home.symlink_to(store)
-    champion = Champion(V1, V1, str(store / "x"), "linear", "roc_auc", 0.75)
-    write_champion(s.champion_file, champion)
-    register(s.models_file, ModelEntry(V1, V1, Status.CHAMPION.value, "roc_auc", 0.75))
-    register(s.models_file, ModelEntry(V2, V2, Status.CHALLENGER.value, "roc_auc", 0.76))
+    records = {
+        tag: Champion(tag, tag, f"/store/{tag}/model.joblib", name, "roc_auc", score)
+        for tag, name, score in ((V1, "linear", 0.75), (V2, "trees", 0.76))
+    }
+    write_champion(s.champion_file, records[V1])
+    for tag, status in ((V1, Status.CHAMPION), (V2, Status.CHALLENGER)):
+        r = records[tag]
+        register(
+            s.models_file,
+            ModelEntry(tag, tag, status.value, r.metric, r.score, record=r.to_dict()),
+        )
     return s
 
 

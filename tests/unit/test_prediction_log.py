@@ -154,3 +154,26 @@ def test_parquet_end_to_end(tmp_path: Path) -> None:
     df = ParquetSink(tmp_path).read_predictions()
     assert sorted(df["request_id"]) == sorted(f"r{i}" for i in range(7))
     assert set(df["outcome"]) == {"ok"}
+
+
+def test_the_log_settings_reach_the_server_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """serving_env writes them (the folder made absolute, the DSN only by name);
+    monitoring_runtime reads them back in the `bentoml serve` process."""
+    from crispops.config import load_settings, monitoring_runtime
+    from crispops.serving.runtime import serving_env
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("CRISPOPS_MONITORING__SINK", "postgres")
+    monkeypatch.setenv("CRISPOPS_MONITORING__LOG_PREDICTIONS", "false")
+    monkeypatch.setenv("CRISPOPS_PREDICTION_LOG_DSN", "postgresql://secret@db/x")
+    env = serving_env(load_settings(root))
+    assert env["CRISPOPS_MONITORING__PATH"] == str(root / ".crispops" / "monitoring")
+    assert env["CRISPOPS_MONITORING__SINK"] == "postgres"
+    assert "secret" not in "".join(env.values())
+    for key in list(env):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    runtime = monitoring_runtime()
+    assert runtime.path.is_absolute() and runtime.sink == "postgres"
+    assert runtime.log_predictions is False

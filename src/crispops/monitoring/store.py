@@ -79,13 +79,17 @@ class PredictionRecord:
     imputed: list[str] = field(default_factory=list)
     outcome: str = "ok"
     latency_s: float | None = None
+    _row: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def row(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in PREDICTION_COLUMNS:
-            value = getattr(self, name)
-            out[name] = _dumps(value) if name in JSON_COLUMNS else value
-        return out
+        """The record as a table row (JSON text for the structured fields); computed once."""
+        if self._row is None:
+            out: dict[str, Any] = {}
+            for name in PREDICTION_COLUMNS:
+                value = getattr(self, name)
+                out[name] = _dumps(value) if name in JSON_COLUMNS else value
+            self._row = out
+        return self._row
 
 
 @dataclass(frozen=True)

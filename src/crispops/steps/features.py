@@ -59,6 +59,9 @@ def repo_cwd(repo_path: Path) -> Iterator[None]:
 def _store(repo_path: Path, config_file: str | None = None) -> FeatureStore:
     from feast import FeatureStore
 
+    from crispops.spark import use_this_python
+
+    use_this_python()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if config_file:

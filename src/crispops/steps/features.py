@@ -82,6 +82,9 @@ def apply(repo_path: Path, config_file: str | None = None) -> ApplyResult:
     from feast.repo_config import load_repo_config
     from feast.repo_operations import apply_total
 
+    from crispops.spark import use_this_python
+
+    use_this_python()  # apply may start the Spark session (to validate SparkSources)
     repo_path = repo_path.resolve()
     yaml_path = repo_path / (config_file or "feature_store.yaml")
     if not yaml_path.is_file():

@@ -247,6 +247,20 @@ class Measurement:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a child and every process under it (Spark's JVM and Python workers)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [*proc.children(recursive=True), proc]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
 def tree_rss(pid: int) -> int:
     import psutil
 
@@ -262,7 +276,11 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def measure(size: int, op: str, engine: str, folder: Path, timeout_s: float) -> Measurement:
+def measure(
+    size: int, op: str, engine: str, folder: Path, timeout_s: float, limit_gib: float
+) -> Measurement:
+    """Run one measurement in a child; stop it (and say so) if its process tree grows
+    beyond ``limit_gib``, so the machine, shared with others, never runs out of memory."""
     m = Measurement(size, op, engine)
     out = folder / f"sample-{op}-{engine}.parquet"
     out.unlink(missing_ok=True)
@@ -285,10 +303,15 @@ def measure(size: int, op: str, engine: str, folder: Path, timeout_s: float) -> 
     peak = 0
     stop = threading.Event()
 
+    over: list[float] = []
+
     def sample() -> None:
         nonlocal peak
         while not stop.is_set():
             peak = max(peak, tree_rss(proc.pid))
+            if peak > limit_gib * GIB and not over:
+                over.append(time.perf_counter() - started)
+                kill_tree(proc.pid)
             stop.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -296,17 +319,22 @@ def measure(size: int, op: str, engine: str, folder: Path, timeout_s: float) -> 
     try:
         stdout, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        kill_tree(proc.pid)
         stdout, _ = proc.communicate()
         m.error = f"timed out after {timeout_s:.0f} s"
+    except BaseException:
+        kill_tree(proc.pid)
+        raise
     finally:
         stop.set()
         sampler.join()
         log.close()
     m.wall_s = time.perf_counter() - started
     m.peak_gib = peak / GIB
+    if over:
+        m.error = f"stopped above {limit_gib:g} GiB after {over[0]:.0f} s"
     result = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode == 0 and result:
+    if proc.returncode == 0 and result and not over:
         data = json.loads(result[len("RESULT ") :])
         m.ok, m.op_s, m.rows = True, data["op_s"], data["rows"]
         m.extra = {"apply_s": data["apply_s"]}
@@ -349,6 +377,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data", type=Path, default=Path("/tmp/crispops-scale"))
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per child")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument(
+        "--memory-limit",
+        type=float,
+        default=14.0,
+        help="GiB: a child whose process tree grows beyond it is stopped and reported",
+    )
     args = parser.parse_args(argv)
 
     from bench._util import consoles, interrupt_on_signals
@@ -374,7 +408,7 @@ def main(argv: list[str]) -> int:
         for op in ops:
             for engine in engines:
                 write_repo(folder, engine, n, now)
-                m = measure(n, op, engine, folder, args.timeout)
+                m = measure(n, op, engine, folder, args.timeout, args.memory_limit)
                 results.append(m)
                 status = "ok" if m.ok else f"FAILED: {m.error}"
                 err.print(

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -250,6 +251,19 @@ class FeatureStoreSettings(_Section):
         description="The cluster's feature_store.yaml, inside the repo.",
     )
     check_sample: int = Field(default=50, ge=1, description="Entities compared by features check.")
+    materialize_chunk: str | None = Field(
+        default=None,
+        pattern=r"^\d+(\.\d+)?[smhdw]$",
+        description="Materialize long windows in chunks of this length (e.g. 7d), oldest "
+        "first, each recorded as the view's watermark: memory stays bounded by one "
+        "chunk, and a run killed part-way resumes at the first unfinished chunk.",
+    )
+
+    @property
+    def chunk(self) -> timedelta | None:
+        if self.materialize_chunk is None:
+            return None
+        return timedelta(seconds=duration_seconds(self.materialize_chunk))
 
 
 class Candidate(_Section):

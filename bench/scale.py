@@ -142,15 +142,21 @@ def _label_schema() -> Any:
     )
 
 
-def spark_settings(n: int) -> Any:
+#: spark.driver.memory of the Spark runs (the JVM's heap; ``--driver-memory``).
+DRIVER_MEMORY = "4g"
+
+
+def spark_settings(n: int, driver_memory: str = DRIVER_MEMORY) -> Any:
     from crispops.config import SparkSettings
 
     return SparkSettings(
-        master="local[2]", driver_memory="4g", shuffle_partitions=max(4, n // 500_000)
+        master="local[2]", driver_memory=driver_memory, shuffle_partitions=max(4, n // 500_000)
     )
 
 
-def write_repo(folder: Path, engine: str, n: int, now: datetime) -> Path:
+def write_repo(
+    folder: Path, engine: str, n: int, now: datetime, driver_memory: str = DRIVER_MEMORY
+) -> Path:
     """A Feast repo over ``folder``'s features.parquet, from crispops' templates."""
     import pandas as pd
 
@@ -173,7 +179,7 @@ def write_repo(folder: Path, engine: str, n: int, now: datetime) -> Path:
     (repo / names.module).write_text(
         render_features(names, "entity_id", data, "generated data", now, kind)
     )
-    for name, text in render_store_yaml(PROJECT, kind, spark_settings(n)).items():
+    for name, text in render_store_yaml(PROJECT, kind, spark_settings(n, driver_memory)).items():
         (repo / name).write_text(text)
     return repo
 
@@ -378,6 +384,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per child")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     parser.add_argument(
+        "--driver-memory", default=DRIVER_MEMORY, help="spark.driver.memory (e.g. 3g)"
+    )
+    parser.add_argument(
         "--memory-limit",
         type=float,
         default=14.0,
@@ -407,7 +416,7 @@ def main(argv: list[str]) -> int:
         err.print(f"{label(n)}: data in {folder} ({time.perf_counter() - t:.0f} s)")
         for op in ops:
             for engine in engines:
-                write_repo(folder, engine, n, now)
+                write_repo(folder, engine, n, now, args.driver_memory)
                 m = measure(n, op, engine, folder, args.timeout, args.memory_limit)
                 results.append(m)
                 status = "ok" if m.ok else f"FAILED: {m.error}"
@@ -415,7 +424,7 @@ def main(argv: list[str]) -> int:
                     f"  {op:<11} {engine:<6} {m.wall_s:7.1f} s  peak {m.peak_gib:5.2f} GiB  "
                     f"{m.rows:>10,} rows  {status}"
                 )
-    return report(results, sizes, ops, engines, out, args.json)
+    return report(results, sizes, ops, engines, out, args.json, args.driver_memory)
 
 
 def report(
@@ -425,11 +434,15 @@ def report(
     engines: list[str],
     out: Any,
     json_path: Path | None,
+    driver_memory: str = DRIVER_MEMORY,
 ) -> int:
     from rich.table import Table
 
     by = {(m.size, m.op, m.engine): m for m in results}
-    table = Table(title="training set and materialization: DuckDB (default) vs Spark local[2]")
+    table = Table(
+        title="training set and materialization: DuckDB (default) vs Spark local[2] "
+        f"(spark.driver.memory {driver_memory})"
+    )
     table.add_column("label rows", justify="right")
     table.add_column("step")
     for engine in engines:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -157,7 +159,90 @@ class ValidationSettings(_Section):
         )
 
 
+#: The feature store's compute engine: the offline store and the materialization engine.
+Engine = Literal["duckdb", "spark"]
+_SPARK_SIZE = r"^\d+[kmgt]$"
+
+
+class SparkSettings(_Section):
+    """Feast's Spark offline store and Spark materialization engine (``engine = "spark"``).
+
+    ``crispops init --engine spark`` writes these into the repo's feature_store.yaml (the
+    local one) and feature_store.cluster.yaml; Feast reads them from there.
+    """
+
+    master: str = Field(
+        default="local[2]",
+        min_length=1,
+        description="Spark master on one machine: local[N] runs Spark inside the process "
+        "with N worker threads.",
+    )
+    cluster_master: str = Field(
+        default="k8s://https://kubernetes.default.svc:443",
+        min_length=1,
+        description="Spark master on the cluster: k8s://... (Spark on Kubernetes, executors "
+        "as pods) or spark://host:7077 (a standalone Spark cluster).",
+    )
+    cluster_engine: Literal["spark.engine", "spark_application"] = Field(
+        default="spark.engine",
+        description="Cluster materialization: spark.engine (a Spark session on "
+        "cluster_master) or spark_application (a SparkApplication per job, run by the "
+        "Kubeflow Spark Operator).",
+    )
+    driver_memory: str = Field(
+        default="4g", pattern=_SPARK_SIZE, description="spark.driver.memory (e.g. 4g)."
+    )
+    executor_memory: str = Field(
+        default="4g", pattern=_SPARK_SIZE, description="spark.executor.memory on a cluster."
+    )
+    shuffle_partitions: int = Field(
+        default=16, ge=1, description="spark.sql.shuffle.partitions: the join's partitions."
+    )
+    image: str = Field(
+        default=f"{COMPONENT_REPOSITORY}:{__version__}",
+        description="Image of the Spark driver and executors on a cluster (pinned tag).",
+    )
+    service_account: str = Field(
+        default="crispops-spark", description="ServiceAccount of the Spark driver on a cluster."
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        if v.endswith(":latest") or (":" not in v.rsplit("/", 1)[-1] and "@" not in v):
+            raise ValueError(f"{v!r} must pin a tag or digest (never :latest)")
+        return v
+
+    @field_validator("master")
+    @classmethod
+    def _local(cls, v: str) -> str:
+        if not re.fullmatch(r"local(\[(\d+|\*)(,\d+)?\])?|(spark|k8s)://\S+|yarn", v):
+            raise ValueError(f"{v!r} is not a Spark master: local[N], spark://..., k8s://...")
+        return v
+
+    def session_conf(self, master: str | None = None) -> dict[str, str]:
+        """The spark_conf Feast gives its Spark session."""
+        return {
+            "spark.master": master or self.master,
+            "spark.driver.memory": self.driver_memory,
+            "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+            "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.log.level": "ERROR",
+        }
+
+
 class FeatureStoreSettings(_Section):
+    engine: Engine = Field(
+        default="duckdb",
+        description="duckdb: Feast's DuckDB offline store in this process (the default); "
+        "spark: Feast's Spark offline store and Spark materialization engine (see "
+        "feature_store.spark).",
+    )
+    spark: SparkSettings = SparkSettings()
     repo_path: Path = Field(
         default=Path("feature_repo"), description="Feast repository (feature_store.yaml)."
     )
@@ -167,6 +252,19 @@ class FeatureStoreSettings(_Section):
         description="The cluster's feature_store.yaml, inside the repo.",
     )
     check_sample: int = Field(default=50, ge=1, description="Entities compared by features check.")
+    materialize_chunk: str | None = Field(
+        default=None,
+        pattern=r"^\d+(\.\d+)?[smhdw]$",
+        description="Materialize long windows in chunks of this length (e.g. 7d), oldest "
+        "first, each recorded as the view's watermark: memory stays bounded by one "
+        "chunk, and a run killed part-way resumes at the first unfinished chunk.",
+    )
+
+    @property
+    def chunk(self) -> timedelta | None:
+        if self.materialize_chunk is None:
+            return None
+        return timedelta(seconds=duration_seconds(self.materialize_chunk))
 
 
 class Candidate(_Section):

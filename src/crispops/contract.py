@@ -214,6 +214,9 @@ def feature_store(settings: Settings) -> FeatureStore:
 
     from feast import FeatureStore
 
+    from crispops.spark import use_this_python
+
+    use_this_python()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return FeatureStore(repo_path=str(settings.repo_path))

@@ -61,7 +61,9 @@ def _rules(settings: Settings, champion_inputs: frozenset[str] | None = None) ->
 def materialize_task(settings: Settings, config_file: str | None = None) -> str:
     from crispops.steps.features import materialize
 
-    result = materialize(settings.repo_path, config_file=config_file)
+    result = materialize(
+        settings.repo_path, config_file=config_file, chunk=settings.feature_store.chunk
+    )
     return "; ".join(
         f"{name}: {start or 'start of TTL'} -> {end}" for name, (start, end) in result.views.items()
     )

@@ -163,3 +163,23 @@ def test_run_that_keeps_or_promotes_exits_0(
     fake_run(monkeypatch, project, {**decision, "leaderboard": BOARD})
     result = invoke("run", "-p", str(project))
     assert result.exit_code == EXIT_OK, result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--engine", "polars"], "--engine 'polars': choose duckdb or spark"),
+        (["--spark-master", "local[4]"], "--spark-master goes with --engine spark"),
+        (["--engine", "spark", "--spark-master", "locale[2]"], "--spark-master"),
+    ],
+)
+def test_init_engine_choices_are_checked(tmp_path: Path, extra: list[str], message: str) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text(
+        "k,ts,y,x\n" + "".join(f"{i},2025-01-0{i % 9 + 1},{i % 2},{i}\n" for i in range(20))
+    )
+    args = ["init", str(tmp_path / "p"), "--data", str(data), "--entity", "k"]
+    result = invoke(*args, "--timestamp", "ts", "--label", "y", "--task", "binary", *extra)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "p").exists()

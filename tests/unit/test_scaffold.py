@@ -431,3 +431,96 @@ def test_generated_toml_is_plain_toml(tmp_path: Path) -> None:
     assert set(data) == {"data", "feature_store", "training", "serving", "cluster"}
     assert data["data"]["label_source"] == "feature_repo/data/labels.parquet"
     assert data["feature_store"]["repo_path"] == "feature_repo"
+
+
+# --engine spark -----------------------------------------------------------------------
+def _repo_config(path: Path) -> Any:
+    """The file as Feast reads it (its own loader, with ${VAR}s set)."""
+    import os
+
+    from feast.repo_config import load_repo_config
+
+    env = {"POSTGRES_USER": "u", "POSTGRES_PASSWORD": "p", "POSTGRES_HOST": "h"}
+    env |= {"POSTGRES_DB": "d", "REDIS_HOST": "r", "REDIS_PASSWORD": "x"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return load_repo_config(path.parent, path)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_spark_engine_writes_spark_sources_and_stores(tmp_path: Path) -> None:
+    from crispops.config import SparkSettings
+
+    spark = SparkSettings(master="local[3]", driver_memory="2g", shuffle_partitions=5)
+    result = scaffold(
+        tmp_path / "shops",
+        data=write(tmp_path, frame()),
+        **ROLES,
+        task="binary",
+        now=NOW,
+        engine="spark",
+        spark=spark,
+    )
+    repo = result.directory / "feature_repo"
+    local = _repo_config(repo / "feature_store.yaml")
+    assert local.offline_store.type == "spark"
+    assert local.offline_store.spark_conf["spark.master"] == "local[3]"
+    assert local.offline_store.spark_conf["spark.driver.memory"] == "2g"
+    assert local.batch_engine.type == "spark.engine"
+    assert local.batch_engine.spark_conf["spark.sql.shuffle.partitions"] == "5"
+    cluster = _repo_config(repo / "feature_store.cluster.yaml")
+    assert cluster.offline_store.spark_conf["spark.master"].startswith("k8s://")
+    assert cluster.online_store.type == "redis"
+    module = (repo / "shops_features.py").read_text()
+    assert "SparkSource(" in module and "FileSource" not in module
+    assert 'file_format="parquet"' in module
+    s = load_settings(result.directory)
+    assert s.feature_store.engine == "spark"
+    assert s.feature_store.spark.master == "local[3]"
+    # Spark 4 rejects Parquet nanosecond timestamps: both files are written in microseconds.
+    import pyarrow.parquet as pq
+
+    for name in ("features.parquet", "labels.parquet"):
+        schema = pq.read_schema(repo / "data" / name)
+        stamps = [f.type for f in schema if str(f.type).startswith("timestamp")]
+        assert stamps and all(t.unit == "us" for t in stamps), (name, stamps)
+
+
+def test_spark_application_cluster_engine_is_a_feast_config(tmp_path: Path) -> None:
+    from crispops.config import SparkSettings
+    from crispops.project.render import render_store_yaml
+
+    files = render_store_yaml(
+        "shops", "spark", SparkSettings(cluster_engine="spark_application"), namespace="ml"
+    )
+    path = tmp_path / "feature_store.cluster.yaml"
+    path.write_text(files["feature_store.cluster.yaml"])
+    (tmp_path / "feature_store.yaml").write_text(files["feature_store.yaml"])
+    config = _repo_config(path)
+    assert config.batch_engine.type == "spark_application"
+    assert config.batch_engine.namespace == "ml"
+    assert config.batch_engine.service_account == "crispops-spark"
+    assert ":" in config.batch_engine.image and not config.batch_engine.image.endswith(":latest")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("master", "locale[2]", "not a Spark master"),
+        ("driver_memory", "4 GB", "driver_memory"),
+        ("image", "spark:latest", "never :latest"),
+    ],
+)
+def test_bad_spark_settings_name_the_key(key: str, value: str, message: str) -> None:
+    from pydantic import ValidationError
+
+    from crispops.config import SparkSettings
+
+    with pytest.raises(ValidationError, match=message):
+        SparkSettings(**{key: value})

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import datetime
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
-from crispops.cli.common import EXIT_FAILED, ProjectOpt, console, err, handle_errors, settings
+from crispops.cli.common import (
+    EXIT_FAILED,
+    ProjectOpt,
+    UserError,
+    console,
+    err,
+    handle_errors,
+    settings,
+)
 
 app = typer.Typer(help="The Feast feature store: apply, materialize, check.", no_args_is_help=True)
 
@@ -32,13 +42,30 @@ def features_apply(project: ProjectOpt = None) -> None:
 
 @app.command("materialize")
 @handle_errors
-def features_materialize(project: ProjectOpt = None) -> None:
+def features_materialize(
+    project: ProjectOpt = None,
+    chunk: Annotated[
+        str | None,
+        typer.Option(
+            help="Materialize in windows of this length (e.g. 7d), oldest first, each "
+            "recorded as it finishes: a rerun resumes at the first unfinished one. "
+            "Default: feature_store.materialize_chunk (none: one window)."
+        ),
+    ] = None,
+) -> None:
     """Load the latest feature values into the online store, incrementally."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from crispops.config import FeatureStoreSettings
     from crispops.steps.features import materialize
 
     s = settings(project)
+    window = s.feature_store.chunk
+    if chunk is not None:
+        try:
+            window = FeatureStoreSettings(feature_service="-", materialize_chunk=chunk).chunk
+        except ValidationError:
+            raise UserError(f"--chunk {chunk!r}: a duration such as 90m, 12h, 7d or 2w") from None
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -57,7 +84,11 @@ def features_materialize(project: ProjectOpt = None) -> None:
             )
 
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            result = materialize(s.repo_path, on_view=on_view)
+
+            def on_chunk(name: str, start: datetime, end: datetime) -> None:
+                progress.update(bar, description=f"materializing {name} (done to {end:%Y-%m-%d})")
+
+            result = materialize(s.repo_path, on_view=on_view, chunk=window, on_chunk=on_chunk)
     for name, (start, end) in result.views.items():
         since = f"{start:%Y-%m-%d %H:%M}" if start else "the start of its TTL"
         console.print(f"  {name}: {since} -> {end:%Y-%m-%d %H:%M} UTC")

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from crispops.cli.common import ProjectOpt, UserError, console, handle_errors, settings
 from crispops.cli.features import features_apply, features_check, features_materialize
 from crispops.cli.pipeline import run_pipeline
-from crispops.config import bundled_demo_dir
+from crispops.config import SparkSettings, bundled_demo_dir, env
 
 
 @handle_errors
@@ -96,11 +97,31 @@ def init(
     force: Annotated[
         bool, typer.Option(help="Write into an existing, non-empty directory.")
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="duckdb (default: one process) or spark (Feast's Spark offline store and "
+            "materialization engine; needs Java 17 and pyspark, the [spark] extra)."
+        ),
+    ] = "duckdb",
+    spark_master: Annotated[
+        str | None,
+        typer.Option(help="With --engine spark: the local Spark master (default local[2])."),
+    ] = None,
 ) -> None:
     """Start a project: around your Feast repo (--feature-repo, --feature-service), or with a
     Feast repo generated from one tabular file (--entity)."""
     if task not in {"binary", "multiclass", "regression"}:
         raise UserError(f"--task {task!r}: choose binary, multiclass or regression")
+    if engine not in {"duckdb", "spark"}:
+        raise UserError(f"--engine {engine!r}: choose duckdb or spark")
+    if spark_master is not None and engine != "spark":
+        raise UserError("--spark-master goes with --engine spark")
+    if feature_repo is not None and engine != "duckdb":
+        raise UserError(
+            "--engine goes without --feature-repo: your repo's feature_store.yaml chooses "
+            "its offline store and materialization engine"
+        )
     if feature_repo is not None:
         if feature_service is None:
             raise UserError("--feature-repo needs --feature-service NAME (the model's contract)")
@@ -120,6 +141,10 @@ def init(
         )
     from crispops.project.scaffold import scaffold
 
+    spark = None
+    if engine == "spark":
+        spark = _spark_settings(spark_master)
+        _require_spark()
     result = scaffold(
         directory,
         data=data,
@@ -128,6 +153,8 @@ def init(
         label=label,
         task=task,
         force=force,
+        engine="spark" if engine == "spark" else "duckdb",
+        spark=spark,
     )
     console.print(
         f"[green]created[/] {result.directory}: {len(result.features)} features "
@@ -137,6 +164,29 @@ def init(
         f"next: crispops features apply -p {directory} && "
         f"crispops features materialize -p {directory} && crispops run -p {directory}"
     )
+
+
+def _spark_settings(master: str | None) -> SparkSettings:
+    try:
+        return SparkSettings() if master is None else SparkSettings(master=master)
+    except ValidationError as exc:
+        raise UserError(f"--spark-master: {exc.errors()[0]['msg']}") from None
+
+
+def _require_spark() -> None:
+    """Spark needs pyspark (the [spark] extra) and a Java runtime: say so before writing."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise UserError(
+            "--engine spark needs pyspark: pip install 'crispops[spark]' (feast[spark])"
+        )
+    if shutil.which("java") is None and env("JAVA_HOME") is None:
+        raise UserError(
+            "--engine spark needs a Java runtime (17 or later) on PATH or in JAVA_HOME "
+            "(Debian: apt-get install openjdk-17-jre-headless)"
+        )
 
 
 def _adopt(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from crispops.config import ClusterSettings, ServingSettings
+from crispops.config import ClusterSettings, Engine, ServingSettings, SparkSettings
 from crispops.project.columns import entity_name
 
 if TYPE_CHECKING:
@@ -129,12 +129,32 @@ def _schema_lines(types: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+_SPARK_SOURCE = "feast.infra.offline_stores.contrib.spark_offline_store.spark_source"
+
+
 def render_features(
-    names: Names, entity_column: str, data: PreparedData, source_name: str, now: datetime
+    names: Names,
+    entity_column: str,
+    data: PreparedData,
+    source_name: str,
+    now: datetime,
+    engine: Engine = "duckdb",
 ) -> str:
     age_days = max(0, math.ceil((pd.Timestamp(now) - data.oldest).total_seconds() / 86400))
     used = sorted(set(data.feature_types.values()))
+    if engine == "spark":
+        imports = (
+            "from feast import Entity, FeatureService, FeatureView, Field\n"
+            f"from {_SPARK_SOURCE} import SparkSource"
+        )
+        source_class, source_format = "SparkSource", '\n    file_format="parquet",'
+    else:
+        imports = "from feast import Entity, FeatureService, FeatureView, Field, FileSource"
+        source_class, source_format = "FileSource", ""
     return template("features.py.tmpl").substitute(
+        imports=imports,
+        source_class=source_class,
+        source_format=source_format,
         project=names.project,
         source_name=source_name,
         types=", ".join(used),
@@ -152,6 +172,70 @@ def render_features(
     )
 
 
+def _yaml_map(values: Mapping[str, Any], indent: int) -> str:
+    """A YAML block mapping whose scalars are JSON-quoted (valid YAML, never pasted raw)."""
+    pad = " " * indent
+    return "\n".join(f"{pad}{key}: {json.dumps(value)}" for key, value in values.items())
+
+
+def render_store_yaml(
+    project: str,
+    engine: Engine = "duckdb",
+    spark: SparkSettings | None = None,
+    namespace: str = "crispops",
+) -> dict[str, str]:
+    """The repo's feature_store.yaml and feature_store.cluster.yaml for an engine."""
+    if engine == "duckdb":
+        return {
+            "feature_store.yaml": template("feature_store.yaml.tmpl").substitute(project=project),
+            "feature_store.cluster.yaml": template("feature_store.cluster.yaml.tmpl").substitute(
+                project=project
+            ),
+        }
+    spark = spark or SparkSettings()
+    local_conf = _yaml_map(spark.session_conf(), 4)
+    cluster_conf = spark.session_conf(spark.cluster_master) | {
+        "spark.executor.memory": spark.executor_memory,
+        "spark.kubernetes.container.image": spark.image,
+        "spark.kubernetes.authenticate.driver.serviceAccountName": spark.service_account,
+    }
+    if spark.cluster_engine == "spark_application":
+        engine_block: dict[str, Any] = {
+            "type": "spark_application",
+            "image": spark.image,
+            "namespace": namespace,
+            "service_account": spark.service_account,
+            "driver_memory": spark.driver_memory,
+            "executor_memory": spark.executor_memory,
+        }
+        batch_engine = (
+            _yaml_map(engine_block, 2)
+            + "\n  spark_conf:\n"
+            + _yaml_map({"spark.sql.shuffle.partitions": str(spark.shuffle_partitions)}, 4)
+        )
+    else:
+        batch_engine = (
+            _yaml_map({"type": "spark.engine", "partitions": spark.shuffle_partitions}, 2)
+            + "\n  spark_conf:\n"
+            + _yaml_map(cluster_conf, 4)
+        )
+    return {
+        "feature_store.yaml": template("feature_store.spark.yaml.tmpl").substitute(
+            project=project,
+            master=spark.master,
+            spark_conf=local_conf,
+            partitions=spark.shuffle_partitions,
+        ),
+        "feature_store.cluster.yaml": template("feature_store.cluster.spark.yaml.tmpl").substitute(
+            project=project,
+            master=spark.cluster_master,
+            engine=spark.cluster_engine,
+            spark_conf=_yaml_map(cluster_conf, 4),
+            batch_engine=batch_engine,
+        ),
+    }
+
+
 def render_settings(
     *,
     project: str,
@@ -166,6 +250,8 @@ def render_settings(
     repo_path: str = "feature_repo",
     request_features: Mapping[str, str] | None = None,
     left_out: dict[str, str] | None = None,
+    engine: Engine = "duckdb",
+    spark: SparkSettings | None = None,
 ) -> str:
     blocks = []
     for cand in CANDIDATES[task]:
@@ -190,11 +276,27 @@ def render_settings(
         min_rows=min(DEFAULT_MIN_ROWS, rows),
         request_features=_request_block(request_features, left_out),
         feature_service=_toml(feature_service),
+        engine=_engine_block(engine, spark),
         selection_metric=_toml(SELECTION_METRIC[task]),
         candidates="".join(blocks),
         serving="\n".join(f"{k} = {_toml(getattr(serving, k))}" for k in serving_keys) + "\n",
         cluster="\n".join(cluster_lines),
     )
+
+
+def _engine_block(engine: Engine, spark: SparkSettings | None) -> str:
+    lines = [f"engine = {_toml(engine)}"]
+    if engine == "spark":
+        spark = spark or SparkSettings()
+        keys = ("master", "driver_memory", "shuffle_partitions", "cluster_master", "cluster_engine")
+        lines += [
+            "",
+            "# Written into feature_repo/feature_store.yaml (master) and",
+            "# feature_store.cluster.yaml (cluster_master) by `crispops init --engine spark`.",
+            "[feature_store.spark]",
+            *(f"{k} = {_toml(getattr(spark, k))}" for k in keys),
+        ]
+    return "\n".join(lines)
 
 
 def _request_block(request: Mapping[str, str] | None, left_out: Mapping[str, str] | None) -> str:

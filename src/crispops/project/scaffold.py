@@ -5,8 +5,9 @@ columns becomes a project directory::
 
     crispops.toml                 settings; data.label_source is the labels file below
     feature_repo/
-      feature_store.yaml          DuckDB offline, SQLite online, a local registry
-      feature_store.cluster.yaml  Redis online, PostgreSQL registry
+      feature_store.yaml          DuckDB (or, --engine spark, Spark) offline, SQLite
+                                  online, a local registry
+      feature_store.cluster.yaml  Redis online, PostgreSQL registry (Spark on a cluster)
       .feastignore
       <project>_features.py       entity, source, feature view, FeatureService <project>_v1
       data/features.parquet       entity, event_timestamp (UTC) and every feature column
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crispops.config import CONFIG_FILE, load_settings
+from crispops.config import CONFIG_FILE, Engine, SparkSettings, load_settings
 from crispops.errors import DataFileError, ScaffoldError
 from crispops.project.columns import (
     RESERVED_NAMES,
@@ -50,6 +51,7 @@ from crispops.project.render import (
     names_for,
     render_features,
     render_settings,
+    render_store_yaml,
     safe_text,
     template,
 )
@@ -323,11 +325,15 @@ def scaffold(
     task: str,
     force: bool = False,
     now: datetime | None = None,
+    engine: Engine = "duckdb",
+    spark: SparkSettings | None = None,
 ) -> ScaffoldResult:
     """Write a crispops project for ``data`` into ``directory``; see the module docstring.
 
     With ``force`` an existing, non-empty directory is accepted: its crispops.toml and
-    feature_repo/ are replaced and everything else in it is left alone.
+    feature_repo/ are replaced and everything else in it is left alone. ``engine="spark"``
+    writes SparkSources and a feature_store.yaml with Feast's Spark offline store and
+    Spark materialization engine (``spark``: master, memory, the cluster's master).
     """
     if task not in TASKS:
         raise ScaffoldError(f"--task {task!r}: choose {', '.join(TASKS)}")
@@ -356,15 +362,17 @@ def scaffold(
             task=task,
             rows=prepared.rows,
             feature_service=names.service,
+            engine=engine,
+            spark=spark,
         ),
-        f"{REPO_DIR}/feature_store.yaml": template("feature_store.yaml.tmpl").substitute(
-            project=names.project
-        ),
-        f"{REPO_DIR}/feature_store.cluster.yaml": template(
-            "feature_store.cluster.yaml.tmpl"
-        ).substitute(project=names.project),
+        **{
+            f"{REPO_DIR}/{name}": text
+            for name, text in render_store_yaml(names.project, engine, spark).items()
+        },
         f"{REPO_DIR}/.feastignore": template("feastignore.tmpl").template,
-        f"{REPO_DIR}/{names.module}": render_features(names, entity, prepared, source_name, now),
+        f"{REPO_DIR}/{names.module}": render_features(
+            names, entity, prepared, source_name, now, engine
+        ),
     }
 
     created = _make_parents(target)
@@ -372,8 +380,14 @@ def scaffold(
     try:
         os.mkdir(staged)
         (staged / REPO_DIR / "data").mkdir(parents=True)
-        prepared.features.to_parquet(staged / REPO_DIR / "data" / FEATURES_FILE, index=False)
-        prepared.labels.to_parquet(staged / REPO_DIR / "data" / LABELS_FILE, index=False)
+        # Microsecond timestamps: Spark 4 rejects Parquet's nanoseconds (DuckDB reads both).
+        for frame, name in ((prepared.features, FEATURES_FILE), (prepared.labels, LABELS_FILE)):
+            frame.to_parquet(
+                staged / REPO_DIR / "data" / name,
+                index=False,
+                coerce_timestamps="us",
+                allow_truncated_timestamps=True,
+            )
         for rel, text in files.items():
             (staged / rel).write_text(text, encoding="utf-8")
         load_settings(staged)  # what we wrote must load, or nothing is installed

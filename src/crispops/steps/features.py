@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,9 @@ def repo_cwd(repo_path: Path) -> Iterator[None]:
 def _store(repo_path: Path, config_file: str | None = None) -> FeatureStore:
     from feast import FeatureStore
 
+    from crispops.spark import use_this_python
+
+    use_this_python()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if config_file:
@@ -79,6 +82,9 @@ def apply(repo_path: Path, config_file: str | None = None) -> ApplyResult:
     from feast.repo_config import load_repo_config
     from feast.repo_operations import apply_total
 
+    from crispops.spark import use_this_python
+
+    use_this_python()  # apply may start the Spark session (to validate SparkSources)
     repo_path = repo_path.resolve()
     yaml_path = repo_path / (config_file or "feature_store.yaml")
     if not yaml_path.is_file():
@@ -105,17 +111,40 @@ class MaterializeResult:
     views: dict[str, tuple[datetime | None, datetime]]  # name -> (start, end) of this run
 
 
+def chunk_windows(
+    start: datetime, end: datetime, chunk: timedelta
+) -> list[tuple[datetime, datetime]]:
+    """``[start, end]`` cut into consecutive windows of ``chunk`` (the last one shorter)."""
+    if chunk <= timedelta(0):
+        raise FeatureStoreError(f"materialization chunk must be positive, got {chunk}")
+    out = []
+    while start < end:
+        out.append((start, min(start + chunk, end)))
+        start = out[-1][1]
+    return out
+
+
 def materialize(
     repo_path: Path,
     end: datetime | None = None,
     views: list[str] | None = None,
     config_file: str | None = None,
     on_view: Callable[[str, int, int], None] | None = None,
+    chunk: timedelta | None = None,
+    on_chunk: Callable[[str, datetime, datetime], None] | None = None,
 ) -> MaterializeResult:
     """Materialize incrementally, view by view, up to ``end`` (default: now).
 
     Feast upserts each entity's latest row in the window, so a repeated or
     interrupted run is safe to run again (at-least-once writes).
+
+    With ``chunk``, each view's window (from its watermark, or the start of its TTL, to
+    ``end``) is cut into windows of that length, materialized oldest first; Feast
+    records each one's end in the registry as the view's watermark once it is written.
+    So memory is bounded by one chunk's rows, and a run killed part-way resumes at the
+    first unfinished chunk (the finished ones are not redone). Oldest first keeps the
+    newest value last for stores that upsert unconditionally (SQLite, PostgreSQL).
+    ``on_chunk(view, start, end)`` is called after each chunk is recorded.
     """
     store = _store(repo_path.resolve(), config_file)
     end = end or datetime.now(UTC)
@@ -133,11 +162,22 @@ def materialize(
             repo_cwd(repo_path.resolve()),
         ):
             warnings.simplefilter("ignore")
-            store.materialize_incremental(end_date=end, feature_views=[name])
+            if chunk is None:
+                store.materialize_incremental(end_date=end, feature_views=[name])
+            else:
+                first = start or (end - fv.ttl if fv.ttl else datetime(1970, 1, 1, tzinfo=UTC))
+                for lo, hi in chunk_windows(_aware(first), _aware(end), chunk):
+                    store.materialize(start_date=lo, end_date=hi, feature_views=[name])
+                    if on_chunk:
+                        on_chunk(name, lo, hi)
         done[name] = (start, end)
     if on_view:
         on_view("", len(names), len(names))
     return MaterializeResult(end=end, views=done)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -203,6 +243,12 @@ def check(
             raise FeatureStoreError(
                 f"feature view {fv.name!r} was never materialized; "
                 "run `crispops features materialize` first"
+            )
+        if getattr(fv.state, "name", "") == "MATERIALIZING":
+            raise FeatureStoreError(
+                f"feature view {fv.name!r} is still marked MATERIALIZING: a materialization "
+                "stopped before it finished (Feast serves no online features from it until "
+                "one does); run `crispops features materialize` again"
             )
         result.as_of[fv.name] = as_of
         keys = [store.get_entity(e).join_key for e in fv.entities]

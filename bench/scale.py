@@ -143,7 +143,7 @@ def _label_schema() -> Any:
 
 
 #: spark.driver.memory of the Spark runs (the JVM's heap; ``--driver-memory``).
-DRIVER_MEMORY = "4g"
+DRIVER_MEMORY = "3g"
 
 
 def spark_settings(n: int, driver_memory: str = DRIVER_MEMORY) -> Any:

@@ -190,7 +190,7 @@ class SparkSettings(_Section):
         "Kubeflow Spark Operator).",
     )
     driver_memory: str = Field(
-        default="4g", pattern=_SPARK_SIZE, description="spark.driver.memory (e.g. 4g)."
+        default="3g", pattern=_SPARK_SIZE, description="spark.driver.memory (e.g. 3g)."
     )
     executor_memory: str = Field(
         default="4g", pattern=_SPARK_SIZE, description="spark.executor.memory on a cluster."

@@ -237,6 +237,7 @@ def object_path(obj: dict[str, Any]) -> str:
         "Namespace": "namespaces",
         "ServiceAccount": "serviceaccounts",
         "ConfigMap": "configmaps",
+        "PersistentVolumeClaim": "persistentvolumeclaims",
         "Service": "services",
         "Deployment": "deployments",
         "StatefulSet": "statefulsets",

@@ -270,7 +270,11 @@ def submit(
     ] = None,
     experiment: Annotated[str, typer.Option(help="Experiment name.")] = "crispops",
     schedule: Annotated[
-        str | None, typer.Option(help="Cron expression: make a recurring run instead of one run.")
+        str | None,
+        typer.Option(
+            help="Cron expression: make a recurring run instead of one run (replacing the "
+            "one of the same pipeline and schedule)."
+        ),
     ] = None,
     pipeline: Annotated[str, typer.Option(help="training or materialization.")] = "training",
     namespace: Annotated[
@@ -299,5 +303,7 @@ def submit(
             namespace=namespace,
         )
     for key, value in result.as_dict().items():
+        if isinstance(value, tuple):
+            value = ", ".join(value)
         if value not in (None, ""):
             console.print(f"{key}: {value}", highlight=False)

@@ -6,7 +6,7 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def select_champion(
-    config: str,
+    settings: str,
     models: Input[list[Model]],
     evaluations: Input[list[Artifact]],
     train: Input[Dataset],
@@ -19,12 +19,12 @@ def select_champion(
     train), reach training.min_score and beat the current champion. True promotes."""
     from pathlib import Path
 
-    from crispops.config import Settings
     from crispops.lifecycle import select_champion_task
+    from crispops.step_settings import step_settings
 
     by_name = {m.metadata["candidate"]: (Path(m.path), dict(m.metadata)) for m in models}
     result = select_champion_task(
-        Settings.from_json(config),
+        step_settings(settings),
         [Path(e.path) for e in evaluations],
         by_name,
         Path(train.path),

@@ -28,11 +28,16 @@ def _pin_images(path: Path, image: str) -> None:
 
 def pipeline_arguments(settings: Settings, name: str) -> dict[str, Any]:
     from crispops.lifecycle import candidate_items
+    from crispops.step_settings import STEP_SETTINGS, pipeline_settings
 
     if name == "training":
-        return {"config": settings.to_json(), "candidates": candidate_items(settings)}
+        steps = [s for s in STEP_SETTINGS if s != "materialize"]
+        return {**pipeline_settings(settings, steps), "candidates": candidate_items(settings)}
     if name == "materialization":
-        return {"config": settings.to_json(), "config_file": settings.feature_store.cluster_config}
+        return {
+            **pipeline_settings(settings, ["materialize"]),
+            "config_file": settings.feature_store.cluster_config,
+        }
     raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
 
 

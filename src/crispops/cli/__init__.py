@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from crispops.cli import cluster, features, pipeline, project, serving
+from crispops.cli import cache, cluster, features, pipeline, project, serving
 
 app = typer.Typer(
     name="crispops",
@@ -28,6 +28,7 @@ app.command("compile")(pipeline.compile_)
 app.command("run")(pipeline.run)
 app.command("champion")(pipeline.champion)
 app.command("submit")(pipeline.submit)
+app.add_typer(cache.app, name="cache")
 app.command("serve")(serving.serve)
 app.command("predict")(serving.predict)
 app.add_typer(cluster.images_app, name="images")

@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "serving": "bench.serving",  # issue 4: /predict and /predict_entity under load
     "pipeline": "bench.pipeline",  # issue 3: the pipeline against one plain script
     "reliability": "bench.reliability",  # issue 7: bad data, promotion, faults, load
+    "startup": "bench.startup",  # issue 12: each pipeline task's start-up, by phase
 }
 
 

@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "pipeline": "bench.pipeline",  # issue 3: the pipeline against one plain script
     "reliability": "bench.reliability",  # issue 7: bad data, promotion, faults, load
     "scale": "bench.scale",  # issue 15: DuckDB vs Spark at 100k, 1M, 10M label rows
+    "startup": "bench.startup",  # issue 12: each pipeline task's start-up, by phase
 }
 
 

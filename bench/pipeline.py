@@ -20,7 +20,16 @@ step's time with the high-cardinality column target-encoded against one-hot
 (logistic regression and boosted trees: a forest on thousands of one-hot columns
 would take the benchmark's time on its own).
 
+Iteration (the step cache, orchestration/cache.py), at the demo size and on a small
+table (--small-customers, ~500 label rows), each in a fresh state directory: a cold
+run, the first rerun (it compares with the champion the cold run made, so validate
+and select-champion, which read it, rerun), an unchanged rerun, a rerun with one
+training setting changed (training.cv_folds, through the environment), and the
+plain script; with each task's start-up (bench/startup.py's probe, one process per
+step).
+
 Run: python -m bench pipeline [--sizes 1,10] [--no-demo] [--team-rows 30000]
+     [--iterate-sizes 1] [--small-customers 90]
 """
 
 from __future__ import annotations
@@ -53,8 +62,12 @@ from crispops.config import load_settings
 from crispops.orchestration.local import run_training
 r = run_training(load_settings(sys.argv[1]))
 json.dump({"ok": r.ok, "error": r.error, "seconds": r.seconds,
-           "steps": r.task_seconds()}, open(sys.argv[2], "w"))
+           "steps": r.task_seconds(), "cached": r.cached, "ran": r.completed(),
+           "decision": r.decision}, open(sys.argv[2], "w"))
 """
+TARGET_RERUN = 0.25
+TARGET_SETTING_CHANGE = 0.6
+TARGET_SMALL_COLD_S = 20.0
 
 
 def make_project(base: Path, customers: int) -> Path:
@@ -126,6 +139,147 @@ def measure(project: Path, work: Path) -> dict[str, Any]:
         "plain": {"wall": plain_wall, "peak": plain_peak, "steps": plain["steps"]},
         "pipeline": {"wall": pipe_wall, "peak": pipe_peak, "steps": steps},
     }
+
+
+def pipeline_run(
+    project: Path, work: Path, tag: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    out = work / f"pipe-{project.name}-{tag}.json"
+    script = work / "run_pipeline.py"
+    script.write_text(RUN_PIPELINE)
+    wall, _ = child([sys.executable, str(script), str(project), str(out)], ROOT, env)
+    data = json.loads(out.read_text())
+    if not data["ok"]:
+        raise RuntimeError(f"pipeline ({tag}) failed: {data['error'][-2000:]}")
+    return {**data, "wall": wall}
+
+
+def iterate(project: Path, work: Path) -> dict[str, Any]:
+    """Cold, first rerun, unchanged rerun, one training setting changed; plain script."""
+    fresh_state(project)
+    out = work / f"plain-{project.name}-it.json"
+    plain_wall, _ = child(
+        [sys.executable, "-m", "bench.plain_script", str(project), str(out)], ROOT
+    )
+    fresh_state(project)
+    runs = {
+        "cold": pipeline_run(project, work, "cold"),
+        "first rerun": pipeline_run(project, work, "rerun1"),
+        "unchanged rerun": pipeline_run(project, work, "rerun2"),
+    }
+    from crispops.config import load_settings
+
+    folds = load_settings(project).training.cv_folds
+    env = {**os.environ, "CRISPOPS_TRAINING__CV_FOLDS": str(folds + 1)}
+    runs[f"cv_folds {folds} -> {folds + 1}"] = pipeline_run(project, work, "cv", env)
+    # One candidate's grid (the first list value of the first candidate's first
+    # parameter, nudged): only that candidate trains again.
+    candidates = [c.model_dump() for c in load_settings(project).training.candidates]
+    first = candidates[0]
+    param = next(iter(first["search"]), None)
+    if param is not None:
+        old = first["search"][param][0]
+        new = old + 1 if isinstance(old, int) else round(old * 1.5, 6)
+        first["search"][param] = [new, *first["search"][param][1:]]
+        env = {**os.environ, "CRISPOPS_TRAINING__CANDIDATES": json.dumps(candidates)}
+        name = f"{first['name']} {param} {old} -> {new}"
+        runs[name] = pipeline_run(project, work, "grid", env)
+    same = runs["unchanged rerun"]["decision"] == runs["first rerun"]["decision"]
+    return {"runs": runs, "plain": plain_wall, "same_decision": same}
+
+
+def startup(project: Path) -> dict[str, dict[str, float]]:
+    from bench.startup import STEPS as PROBED
+    from bench.startup import probe
+    from crispops.config import load_settings
+    from crispops.step_settings import settings_json
+
+    s = load_settings(project)
+    return {step: probe(step, settings_json(s, step)) for step in PROBED}
+
+
+def report_iteration(its: dict[str, dict[str, Any]], starts: dict[str, dict[str, float]]) -> bool:
+    console = Console(width=140)
+    ok = True
+    table = Table(title="iteration: the step cache (wall s of a `crispops run`-like process)")
+    for col in ("table", "run", "wall s", "x cold", "cached steps", "s saved", "ran", "target"):
+        table.add_column(
+            col, justify="left" if col in ("table", "run", "ran", "target") else "right"
+        )
+    for label, it in its.items():
+        cold = it["runs"]["cold"]["wall"]
+        for name, r in it["runs"].items():
+            ratio = r["wall"] / cold
+            target = ""
+            if name == "unchanged rerun":
+                holds = ratio <= TARGET_RERUN
+                target = f"<= {TARGET_RERUN} {'yes' if holds else '[red]no'}"
+                ok &= holds
+            elif name not in ("cold", "first rerun"):  # one training setting changed
+                holds = ratio <= TARGET_SETTING_CHANGE
+                target = f"<= {TARGET_SETTING_CHANGE} {'yes' if holds else '[red]no'}"
+                ok &= holds
+            elif name == "cold" and label.startswith("small"):
+                holds = r["wall"] <= TARGET_SMALL_COLD_S
+                target = f"<= {TARGET_SMALL_COLD_S:.0f} s {'yes' if holds else '[red]no'}"
+                ok &= holds
+            ran = sorted(set(r["ran"]))
+            table.add_row(
+                label,
+                name,
+                f"{r['wall']:.1f}",
+                f"{ratio:.2f}",
+                str(len(r["cached"])),
+                f"{sum(sec for _, sec in r['cached']):.1f}",
+                ", ".join(ran) or "-",
+                target,
+            )
+        table.add_row(
+            label,
+            "plain script",
+            f"{it['plain']:.1f}",
+            f"{it['plain'] / cold:.2f}",
+            "",
+            "",
+            "(one process)",
+            "",
+        )
+        ok &= it["same_decision"]
+        table.add_row(
+            label,
+            "rerun's decision = first rerun's",
+            "",
+            "",
+            "",
+            "",
+            "yes" if it["same_decision"] else "[red]no",
+            "",
+        )
+    console.print(table)
+    if starts:
+        st = Table(title="task start-up, seconds (one fresh process per step, bench/startup.py)")
+        for col in (
+            "step",
+            "interpreter",
+            "kfp executor",
+            "kfp.dsl",
+            "step imports",
+            "settings",
+            "total",
+            "feast",
+        ):
+            st.add_column(col, justify="left" if col == "step" else "right")
+        for step, d in starts.items():
+            st.add_row(
+                step,
+                *(
+                    f"{d[k]:.2f}"
+                    for k in ("interpreter", "kfp", "component", "step", "settings", "total")
+                ),
+                "yes" if d["feast"] else "no",
+            )
+        console.print(st)
+    return ok
 
 
 def time_demo(work: Path) -> float:
@@ -302,6 +456,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--team-rows", type=int, default=30_000, help="label rows of the team repo (0: skip)"
     )
+    parser.add_argument(
+        "--iterate-sizes",
+        default="1",
+        help="multiples of the demo's customers for the iteration section (empty: skip)",
+    )
+    parser.add_argument(
+        "--small-customers",
+        type=int,
+        default=90,
+        help="customers of the small table in the iteration section (0: skip; 90 ~ 500 rows)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -322,9 +487,25 @@ def main(argv: list[str] | None = None) -> int:
             team = measure(project, work) | {"rows": args.team_rows}
             team["train_target"] = train_seconds(project, work, onehot=False)
             team["train_onehot"] = train_seconds(project, work, onehot=True)
+        its: dict[str, dict[str, Any]] = {}
+        iterate_sizes = [int(x) for x in args.iterate_sizes.split(",") if x.strip()]
+        small = [args.small_customers] if args.small_customers else []
+        import pandas as pd
+
+        starts: dict[str, dict[str, float]] = {}
+        for customers, kind in [(DEFAULT_CUSTOMERS * k, "demo") for k in iterate_sizes] + [
+            (c, "small") for c in small
+        ]:
+            project = make_project(work / f"it-{kind}", customers)
+            rows = len(pd.read_parquet(project / "feature_repo/data/loan_applications.parquet"))
+            its[f"{kind} ({rows:,} rows)"] = iterate(project, work)
+            if not starts:
+                starts = startup(project)
     ok = report(results, demo_wall) if results else True
     if team is not None:
         ok &= report_team(team)
+    if its:
+        ok &= report_iteration(its, starts)
     return 0 if ok else 1
 
 

@@ -6,7 +6,7 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def evaluate(
-    config: str,
+    settings: str,
     model: Input[Model],
     test: Input[Dataset],
     metrics: Output[Metrics],
@@ -16,11 +16,11 @@ def evaluate(
     """Score one candidate on the holdout: task metrics, ROC curve, confusion matrix."""
     from pathlib import Path
 
-    from crispops.config import Settings
     from crispops.lifecycle import evaluate_task
+    from crispops.step_settings import step_settings
 
     result = evaluate_task(
-        Settings.from_json(config),
+        step_settings(settings),
         Path(model.path),
         Path(test.path),
         model.metadata["candidate"],

@@ -6,7 +6,7 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def explore(
-    config: str,
+    settings: str,
     dataset: Input[Dataset],
     report: Output[HTML],
     summary: Output[Markdown],
@@ -15,11 +15,11 @@ def explore(
     """Write the EDA report (self-contained HTML) and a Markdown summary."""
     from pathlib import Path
 
-    from crispops.config import Settings
     from crispops.lifecycle import explore_task
+    from crispops.step_settings import step_settings
 
     result = explore_task(
-        Settings.from_json(config),
+        step_settings(settings),
         Path(dataset.path),
         Path(report.path),
         Path(summary.path),

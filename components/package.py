@@ -6,7 +6,7 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def package(
-    config: str,
+    settings: str,
     run_id: str,
     champion: Input[Model],
     decision: Input[Artifact],
@@ -17,11 +17,11 @@ def package(
     promoted (the pointer moves), else challenger."""
     from pathlib import Path
 
-    from crispops.config import Settings
     from crispops.lifecycle import package_task
+    from crispops.step_settings import step_settings
 
     result = package_task(
-        Settings.from_json(config),
+        step_settings(settings),
         model_file=Path(champion.path),
         decision_file=Path(decision.path),
         profile_file=Path(profile.path),

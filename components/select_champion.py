@@ -6,7 +6,7 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def select_champion(
-    config: str,
+    settings: str,
     models: Input[list[Model]],
     evaluations: Input[list[Artifact]],
     train: Input[Dataset],
@@ -21,13 +21,13 @@ def select_champion(
     baseline but not the champion); False when it is not worth serving at all."""
     from pathlib import Path
 
-    from crispops.config import Settings
     from crispops.lifecycle import select_champion_task
+    from crispops.step_settings import step_settings
     from crispops.steps.select_champion import NOT_WORTH_SERVING
 
     by_name = {m.metadata["candidate"]: (Path(m.path), dict(m.metadata)) for m in models}
     result = select_champion_task(
-        Settings.from_json(config),
+        step_settings(settings),
         [Path(e.path) for e in evaluations],
         by_name,
         Path(train.path),

@@ -6,7 +6,7 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def select_features(
-    config: str,
+    settings: str,
     train: Input[Dataset],
     selection: Output[Artifact],
     contract: Input[Artifact],
@@ -16,11 +16,11 @@ def select_features(
     (the features validate left out of training are not candidates)."""
     from pathlib import Path
 
-    from crispops.config import Settings
     from crispops.lifecycle import select_features_task
+    from crispops.step_settings import step_settings
 
     result = select_features_task(
-        Settings.from_json(config),
+        step_settings(settings),
         Path(train.path),
         Path(selection.path),
         Path(contract.path),

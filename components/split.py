@@ -5,15 +5,15 @@ from crispops.config import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def split(config: str, dataset: Input[Dataset], train: Output[Dataset], test: Output[Dataset]):
+def split(settings: str, dataset: Input[Dataset], train: Output[Dataset], test: Output[Dataset]):
     """Hold out the newest rows (or a random share) as the test set."""
     from pathlib import Path
 
-    from crispops.config import Settings
     from crispops.lifecycle import split_task
+    from crispops.step_settings import step_settings
 
     result = split_task(
-        Settings.from_json(config), Path(dataset.path), Path(train.path), Path(test.path)
+        step_settings(settings), Path(dataset.path), Path(train.path), Path(test.path)
     )
     train.metadata.update(result)
     test.metadata.update(result)

@@ -6,7 +6,7 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def train(
-    config: str,
+    settings: str,
     candidate: dict,
     train: Input[Dataset],
     selection: Input[Artifact],
@@ -16,11 +16,11 @@ def train(
     """Fit one candidate pipeline (preprocessing + estimator) with a CV grid search."""
     from pathlib import Path
 
-    from crispops.config import Settings
     from crispops.lifecycle import train_task
+    from crispops.step_settings import step_settings
 
     info = train_task(
-        Settings.from_json(config),
+        step_settings(settings),
         Path(train.path),
         Path(selection.path),
         candidate,

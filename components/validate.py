@@ -6,7 +6,7 @@ from crispops.config import COMPONENT_IMAGE
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def validate(
-    config: str,
+    settings: str,
     dataset: Input[Dataset],
     report: Output[Markdown],
     profile: Output[Artifact],
@@ -16,11 +16,11 @@ def validate(
     """Check the training set against the contract's rules; an error stops the run here."""
     from pathlib import Path
 
-    from crispops.config import Settings
     from crispops.lifecycle import validate_task
+    from crispops.step_settings import step_settings
 
     summary = validate_task(
-        Settings.from_json(config),
+        step_settings(settings),
         Path(dataset.path),
         Path(report.path),
         Path(profile.path),

@@ -9,5 +9,7 @@ from components.materialize import materialize
     name="crispops-materialization",
     description="Materialize the feature views into the online store.",
 )
-def materialization_pipeline(config: str, config_file: str = ""):
-    materialize(config=config, config_file=config_file).set_display_name("materialize")
+def materialization_pipeline(materialize_settings: str, config_file: str = ""):
+    materialize(settings=materialize_settings, config_file=config_file).set_display_name(
+        "materialize"
+    )

@@ -16,16 +16,32 @@ from crispops.steps import Step
 
 
 @dsl.pipeline(name="crispops-training", description="Train, evaluate and package a champion.")
-def training_pipeline(config: str, candidates: list, run_id: str = "manual"):
-    ingested = ingest(config=config).set_display_name(Step.INGEST)
+def training_pipeline(
+    ingest_settings: str,
+    validate_settings: str,
+    explore_settings: str,
+    split_settings: str,
+    select_features_settings: str,
+    train_settings: str,
+    evaluate_settings: str,
+    select_champion_settings: str,
+    package_settings: str,
+    candidates: list,
+    run_id: str = "manual",
+):
+    # Each step gets only its slice of the settings (crispops.step_settings), so a
+    # change to one setting reruns only the steps that read it.
+    ingested = ingest(settings=ingest_settings).set_display_name(Step.INGEST)
     dataset, contract = ingested.outputs["dataset"], ingested.outputs["contract"]
-    checked = validate(config=config, dataset=dataset, contract=contract)
+    checked = validate(settings=validate_settings, dataset=dataset, contract=contract)
     checked.set_display_name(Step.VALIDATE)
-    explored = explore(config=config, dataset=dataset, contract=contract).after(checked)
+    explored = explore(settings=explore_settings, dataset=dataset, contract=contract).after(checked)
     explored.set_display_name(Step.EXPLORE)
-    parts = split(config=config, dataset=dataset).after(checked).set_display_name(Step.SPLIT)
+    parts = (
+        split(settings=split_settings, dataset=dataset).after(checked).set_display_name(Step.SPLIT)
+    )
     selected = select_features(
-        config=config,
+        settings=select_features_settings,
         train=parts.outputs["train"],
         contract=contract,
         findings=checked.outputs["findings"],
@@ -34,18 +50,18 @@ def training_pipeline(config: str, candidates: list, run_id: str = "manual"):
 
     with dsl.ParallelFor(candidates, parallelism=2) as candidate:
         trained = train(
-            config=config,
+            settings=train_settings,
             candidate=candidate,
             train=parts.outputs["train"],
             selection=selected.outputs["selection"],
             contract=contract,
         ).set_display_name(Step.TRAIN)
         evaluated = evaluate(
-            config=config, model=trained.outputs["model"], test=parts.outputs["test"]
+            settings=evaluate_settings, model=trained.outputs["model"], test=parts.outputs["test"]
         ).set_display_name(Step.EVALUATE)
 
     chosen = select_champion(
-        config=config,
+        settings=select_champion_settings,
         models=dsl.Collected(trained.outputs["model"]),
         evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
         train=parts.outputs["train"],
@@ -56,7 +72,7 @@ def training_pipeline(config: str, candidates: list, run_id: str = "manual"):
     # True: worth serving (packaged as champion when promoted, else as a challenger).
     with dsl.If(chosen.outputs["Output"] == True):  # noqa: E712
         package(
-            config=config,
+            settings=package_settings,
             run_id=run_id,
             champion=chosen.outputs["champion"],
             decision=chosen.outputs["decision"],

@@ -22,6 +22,9 @@ Endpoints:
   POST /apis/v2beta1/experiments
   POST /apis/v2beta1/runs
   POST /apis/v2beta1/recurringruns
+  GET  /apis/v2beta1/recurringruns               ?experiment_id=&filter= (display_name EQUALS)
+  GET  /apis/v2beta1/recurringruns/{id}
+  DELETE /apis/v2beta1/recurringruns/{id}
 """
 
 from __future__ import annotations
@@ -226,6 +229,19 @@ class FakeKFP:
             return self._create_run(req)
         if m == "POST" and p == f"{API}/recurringruns":
             return self._create_recurring_run(req)
+        if m == "GET" and p == f"{API}/recurringruns":
+            items = list(self.recurring_runs.values())
+            experiment = req.param("experiment_id")
+            if experiment:
+                items = [r for r in items if r.get("experiment_id") == experiment]
+            return 200, _listing("recurringRuns", _filtered(items, req))
+        found = re.fullmatch(rf"{API}/recurringruns/([^/]+)", p)
+        if m == "GET" and found and found[1] in self.recurring_runs:
+            return 200, self.recurring_runs[found[1]]
+        if m == "DELETE" and found:
+            if self.recurring_runs.pop(found[1], None) is None:
+                return 404, error_body(404, f"NotFound: recurring run {found[1]}")
+            return 200, {}
         return 404, error_body(404, f"Not Found: {m} {p}")
 
     def _package(self, req: Request) -> bytes | None:

@@ -519,6 +519,14 @@ class ClusterSettings(_Section):
         return v
 
 
+class CacheSettings(_Section):
+    """The step cache of local runs (``crispops run``); see orchestration/cache.py."""
+
+    enabled: bool = Field(default=True, description="Reuse unchanged steps' outputs.")
+    max_mb: int = Field(default=2048, ge=1, description="Size limit; least recently used go.")
+    path: Path = Field(default=Path("cache"), description="Folder, under state_dir if relative.")
+
+
 class Settings(BaseSettings):
     """Everything crispops needs, for one project directory."""
 
@@ -542,6 +550,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = MonitoringSettings()
     rollout: RolloutSettings = RolloutSettings()
     cluster: ClusterSettings = ClusterSettings()
+    cache: CacheSettings = CacheSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -605,6 +614,11 @@ class Settings(BaseSettings):
     def monitoring_path(self) -> Path:
         """The parquet sink's folder (and monitor's reports and actions)."""
         path = self.monitoring.path
+        return path if path.is_absolute() else self.state_path / path
+
+    @property
+    def cache_path(self) -> Path:
+        path = self.cache.path
         return path if path.is_absolute() else self.state_path / path
 
     @property

@@ -13,6 +13,7 @@ import pytest
 from crispops.champion import read_champion
 from crispops.config import Settings, load_settings
 from crispops.orchestration.local import RunResult, run_training
+from crispops.step_settings import settings_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -186,7 +187,9 @@ def test_materialization_pipeline_through_kfp_local(fresh_project: Path, tmp_pat
     apply(repo)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
     s = load_settings(fresh_project)
-    task = materialization_pipeline(config=s.to_json(), config_file="")
+    task = materialization_pipeline(
+        materialize_settings=settings_json(s, "materialize"), config_file=""
+    )
     assert task is not None
     result = check(repo, "credit_default_v1", sample=20)
     assert result.ok, result.mismatches[:3]

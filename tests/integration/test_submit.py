@@ -115,7 +115,9 @@ def test_one_off_run_uploads_the_ir_and_runs_its_version(
     }
     assert "pipeline_spec" not in body
     params = body["runtime_config"]["parameters"]
-    assert params["config"] == settings.to_json()
+    # Each step's slice of the settings, never the whole settings object.
+    assert "config" not in params
+    assert json.loads(params["split_settings"])["training"]["seed"] == settings.training.seed
     assert params["candidates"] == candidate_items(settings)
     assert params == pipeline_arguments(settings, "training")
     assert body["display_name"].startswith("crispops-training ")
@@ -188,6 +190,35 @@ def test_schedule_creates_a_recurring_run(fake: FakeKFP, settings: Settings) -> 
     assert result.run_id is None
     assert result.cron == "0 0 3 * * *"
     assert result.url == f"{fake.url}/#/recurringrun/details/{recurring_id}"
+
+
+def test_same_schedule_twice_replaces_the_recurring_run(fake: FakeKFP, settings: Settings) -> None:
+    first = submit(settings, host=fake.url, schedule="0 3 * * *")
+    second = submit(settings, host=fake.url, schedule="0 3 * * *")
+
+    assert len(fake.find("POST", "/recurringruns")) == 2
+    (left,) = fake.recurring_runs.values()  # one schedule runs, not two
+    assert left["recurring_run_id"] == second.recurring_run_id != first.recurring_run_id
+    assert second.replaced_recurring_run_ids == (first.recurring_run_id,)
+    assert left["pipeline_version_reference"]["pipeline_version_id"] == (second.pipeline_version_id)
+    assert fake.one("DELETE", f"/recurringruns/{first.recurring_run_id}")
+
+
+def test_another_schedule_or_name_keeps_both(fake: FakeKFP, settings: Settings) -> None:
+    submit(settings, host=fake.url, schedule="0 3 * * *")
+    submit(settings, host=fake.url, schedule="0 4 * * *")
+    named = submit(settings, host=fake.url, schedule="0 3 * * *", run_name="nightly")
+    assert len(fake.recurring_runs) == 3
+    assert named.replaced_recurring_run_ids == ()
+    assert not fake.find("DELETE", "/recurringruns")
+
+
+def test_failed_replacement_keeps_the_old_schedule(fake: FakeKFP, settings: Settings) -> None:
+    first = submit(settings, host=fake.url, schedule="0 3 * * *")
+    fake.fail("POST", "/recurringruns", 500, "InternalServerError: database is locked")
+    with pytest.raises(SubmitError, match="recurring run"):
+        submit(settings, host=fake.url, schedule="0 3 * * *")
+    assert list(fake.recurring_runs) == [first.recurring_run_id]
 
 
 @pytest.mark.parametrize(

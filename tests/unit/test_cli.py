@@ -183,3 +183,28 @@ def test_init_engine_choices_are_checked(tmp_path: Path, extra: list[str], messa
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize(("flag", "sent"), [([], None), (["--no-cache"], False)])
+def test_run_passes_no_cache_and_marks_cached_steps(
+    project: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], sent: bool | None
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def run_training(settings: Any, **kwargs: Any) -> RunResult:
+        seen.update(kwargs)
+        root = settings.state_path / "runs" / "fake"
+        (root / "training" / "select-champion").mkdir(parents=True)
+        decision = {"promote": True, "verdict": "promoted", "reason": "...", "leaderboard": BOARD}
+        write_json(root / "training" / "select-champion" / "decision", decision)
+        (root / "pipeline.log").write_text("")
+        result = RunResult("fake", root, root / "pipeline.log", ok=True, seconds=1.0)
+        result.cached = [("ingest", 7.0), ("train", 3.0), ("train", 2.5)]
+        return result
+
+    monkeypatch.setattr("crispops.orchestration.local.run_training", run_training)
+    result = invoke("run", "-p", str(project), *flag)
+    assert result.exit_code == EXIT_OK, result.output
+    assert seen["cache"] is sent
+    assert "cached (7.0 s saved)" in result.stdout
+    assert "cached (5.5 s saved)" in result.stdout

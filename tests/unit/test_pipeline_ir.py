@@ -1,8 +1,17 @@
-"""The compiled IR: one task per step, a ParallelFor over candidates, wired as designed."""
+"""The compiled IR: one task per step, a ParallelFor over candidates, wired as designed.
+
+The golden file tests/unit/golden/pipeline_inputs.json records each component's inputs
+and outputs (names and types) and the settings each step's slice carries. When a
+change to them is meant, regenerate it and review the diff:
+
+    PYTHONPATH=src:. .venv/bin/python tests/unit/test_pipeline_ir.py --update
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,9 +109,10 @@ def test_wiring(ir: dict) -> None:
     assert loop["evaluate"]["dependentTasks"] == ["train"]
 
 
-def test_candidates_and_config_are_parameters(ir: dict) -> None:
+def test_candidates_and_step_settings_are_parameters(ir: dict) -> None:
     params = ir["root"]["inputDefinitions"]["parameters"]
-    assert {"config", "candidates", "run_id"} <= set(params)
+    assert {"candidates", "run_id", "ingest_settings", "train_settings"} <= set(params)
+    assert "config" not in params
     names = [c["name"] for c in params["candidates"]["defaultValue"]]
     assert names == ["logreg", "forest", "hgb"]
 
@@ -116,3 +126,107 @@ def test_every_executor_uses_the_pinned_component_image(ir: dict) -> None:
         assert not COMPONENT_IMAGE.endswith(":latest")
         script = " ".join(container.get("command", []) + container.get("args", []))
         assert "pip install" not in script
+
+
+GOLDEN = Path(__file__).with_name("golden") / "pipeline_inputs.json"
+
+
+def interface(doc: dict) -> dict:
+    """Each component's parameter and artifact names with their types."""
+    out: dict = {}
+    for name, comp in sorted(doc["components"].items()):
+        if "executorLabel" not in comp:  # a DAG (loop, condition), not a component
+            continue
+        entry: dict = {}
+        for side in ("inputDefinitions", "outputDefinitions"):
+            defs = comp.get(side, {})
+            entry[side] = {
+                "parameters": {
+                    k: v["parameterType"] for k, v in defs.get("parameters", {}).items()
+                },
+                "artifacts": {
+                    k: v["artifactType"]["schemaTitle"] + ("[]" if v.get("isArtifactList") else "")
+                    for k, v in defs.get("artifacts", {}).items()
+                },
+            }
+        out[name] = entry
+    return out
+
+
+def golden_now(project: Path) -> dict:
+    from crispops.step_settings import STEP_SETTINGS
+
+    paths = compile_all(load_settings(project), project / "out")
+    docs = {n: yaml.safe_load(p.read_text()) for n, p in paths.items()}
+    return {
+        "components": {n: interface(d) for n, d in docs.items()},
+        "pipeline_parameters": {
+            n: {
+                k: v["parameterType"]
+                for k, v in d["root"]["inputDefinitions"]["parameters"].items()
+            }
+            for n, d in docs.items()
+        },
+        "step_settings": {
+            k: {s or "<top>": list(f) for s, f in v.items()} for k, v in STEP_SETTINGS.items()
+        },
+    }
+
+
+def test_component_interfaces_match_the_golden_file(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    project = tmp_path_factory.mktemp("g")
+    shutil.copy(ROOT / "crispops.toml", project / "crispops.toml")
+    want = json.loads(GOLDEN.read_text())
+    got = golden_now(project)
+    assert got == want, (
+        "a component's inputs, outputs or settings slice changed; if meant, regenerate "
+        "with: PYTHONPATH=src:. .venv/bin/python tests/unit/test_pipeline_ir.py --update"
+    )
+
+
+def test_no_component_takes_the_whole_settings(ir: dict) -> None:
+    for name, comp in interface(ir).items():
+        assert "config" not in comp["inputDefinitions"]["parameters"], name
+
+
+def test_a_setting_reaches_only_the_steps_that_read_it(tmp_path: Path) -> None:
+    from crispops.step_settings import pipeline_settings
+
+    shutil.copy(ROOT / "crispops.toml", tmp_path / "crispops.toml")
+    s = load_settings(tmp_path)
+    before = pipeline_settings(s)
+    after = pipeline_settings(
+        s.model_copy(update={"training": s.training.model_copy(update={"cv_folds": 5})})
+    )
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"train_settings"}
+
+
+if __name__ == "__main__" and "--update" in sys.argv:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(ROOT / "crispops.toml", Path(tmp) / "crispops.toml")
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(golden_now(Path(tmp)), indent=2, sort_keys=True) + "\n")
+    print(f"wrote {GOLDEN}")
+
+
+def test_kfp_never_caches_a_task_that_reads_or_writes_outside_its_inputs(tmp_path: Path) -> None:
+    """On a cluster KFP's cache keys on a task's inputs only: a retrain over new rows in
+    the warehouse (same settings) must ingest them, not reuse the last run's data."""
+    from crispops.config import load_settings
+    from crispops.orchestration.compile import UNCACHED_ON_CLUSTER, compile_all
+
+    seen: dict[str, bool] = {}
+    for path in compile_all(load_settings(ROOT), tmp_path).values():
+        doc = yaml.safe_load(path.read_text())
+        dags = [doc["root"]["dag"], *(c["dag"] for c in doc["components"].values() if "dag" in c)]
+        for dag in dags:
+            for name, task in dag.get("tasks", {}).items():
+                if "componentRef" in task and not name.startswith(("condition-", "for-loop-")):
+                    seen[name] = bool(task.get("cachingOptions", {}).get("enableCache"))
+    assert {n for n, cached in seen.items() if not cached} == set(UNCACHED_ON_CLUSTER)
+    assert seen["train"] and seen["evaluate"] and seen["split"]

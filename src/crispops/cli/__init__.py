@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from crispops.cli import cluster, features, monitor, pipeline, project, rollout, serving
+from crispops.cli import cache, cluster, features, monitor, pipeline, project, rollout, serving
 
 app = typer.Typer(
     name="crispops",
@@ -29,6 +29,7 @@ app.command("run")(pipeline.run)
 app.command("champion")(pipeline.champion)
 app.command("models")(pipeline.models)
 app.command("submit")(pipeline.submit)
+app.add_typer(cache.app, name="cache")
 app.command("serve")(serving.serve)
 app.command("predict")(serving.predict)
 app.command("feedback")(serving.feedback)

@@ -51,8 +51,13 @@ def run(
     project: ProjectOpt = None,
     runner: Annotated[str, typer.Option(help="subprocess (default) or docker.")] = "subprocess",
     run_id: Annotated[str | None, typer.Option(help="Run id (default: a timestamp).")] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run every step, even unchanged ones.")
+    ] = False,
 ) -> None:
     """Run the training pipeline on this machine through KFP's local runner.
+
+    Unchanged steps come from the step cache (see `crispops cache`) unless --no-cache.
 
     Exit codes:
     0 the run completed: a new champion, or the current one kept (at least as good);
@@ -64,10 +69,12 @@ def run(
     """
     if runner not in {"subprocess", "docker"}:
         raise UserError(f"--runner {runner!r}: choose subprocess or docker")
-    run_pipeline(settings(project), runner, run_id)
+    run_pipeline(settings(project), runner, run_id, cache=False if no_cache else None)
 
 
-def run_pipeline(s: Settings, runner: str, run_id: str | None) -> None:
+def run_pipeline(
+    s: Settings, runner: str, run_id: str | None, *, cache: bool | None = None
+) -> None:
     """Run the training pipeline with live progress; print its summary, or why it failed."""
     from crispops.champion import read_champion
     from crispops.orchestration.local import run_training
@@ -79,12 +86,14 @@ def run_pipeline(s: Settings, runner: str, run_id: str | None) -> None:
     def on_event(kind: str, task: str, status: str) -> None:
         if kind == "start":
             live.print(f"  [cyan]>[/] {task}", highlight=False)
+        elif kind == "cached":
+            live.print(f"  [green]cached[/] {task} ({status} s saved)", highlight=False)
         else:
             mark = "[green]ok[/]" if status == "SUCCESS" else f"[red]{status}[/]"
             live.print(f"  {mark} {task}", highlight=False)
 
     console.print(f"[bold]training pipeline[/] ({runner} runner), project {s.project_dir}")
-    result = run_training(s, on_event=on_event, runner=runner, run_id=run_id)
+    result = run_training(s, on_event=on_event, runner=runner, run_id=run_id, cache=cache)
     console.print(f"log: {result.log}")
     if not result.ok:
         step = result.failed_step or "?"
@@ -283,6 +292,11 @@ def _print_summary(s: Settings, result: RunResult, champion: Champion | None) ->
         result.task_seconds().items(), key=lambda kv: min(result.starts.get(kv[0], [0.0]))
     ):
         steps.add_row(name, str(done.count(name)), f"{took:.1f}")
+    saved: dict[str, list[float]] = {}
+    for name, seconds in result.cached:
+        saved.setdefault(name, []).append(seconds)
+    for name, seconds_saved in saved.items():
+        steps.add_row(name, str(len(seconds_saved)), f"cached ({sum(seconds_saved):.1f} s saved)")
     console.print(steps)
     reason = escape(decision.get("reason", ""))
     if decision.get("promote"):
@@ -324,7 +338,11 @@ def submit(
     ] = None,
     experiment: Annotated[str, typer.Option(help="Experiment name.")] = "crispops",
     schedule: Annotated[
-        str | None, typer.Option(help="Cron expression: make a recurring run instead of one run.")
+        str | None,
+        typer.Option(
+            help="Cron expression: make a recurring run instead of one run (replacing the "
+            "one of the same pipeline and schedule)."
+        ),
     ] = None,
     pipeline: Annotated[
         str, typer.Option(help="training, materialization or monitoring.")
@@ -355,5 +373,7 @@ def submit(
             namespace=namespace,
         )
     for key, value in result.as_dict().items():
+        if isinstance(value, tuple):
+            value = ", ".join(value)
         if value not in (None, ""):
             console.print(f"{key}: {value}", highlight=False)

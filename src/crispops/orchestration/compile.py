@@ -12,29 +12,50 @@ from crispops.config import COMPONENT_IMAGE, Settings
 PIPELINES = ("training", "materialization", "monitoring")
 
 
-def _pin_images(path: Path, image: str) -> None:
-    """Point every executor at the configured component image (same tag policy)."""
-    if image == COMPONENT_IMAGE:
-        return
+#: Tasks whose result depends on more than their inputs: ingest reads the warehouse and
+#: the feature repo, validate and select-champion the current champion, monitor the
+#: prediction log and the clock; package and materialize write outside their outputs.
+#: KFP's cache on a cluster keys only on a task's inputs, so it must never serve these
+#: (locally, crispops' step cache fingerprints the data and the champion instead).
+UNCACHED_ON_CLUSTER = frozenset(
+    {"ingest", "validate", "select-champion", "package", "materialize", "monitor"}
+)
+
+
+def _finish(path: Path, image: str) -> None:
+    """Point every executor at the configured component image (same tag policy) and turn
+    KFP's cache off for the tasks in ``UNCACHED_ON_CLUSTER``."""
     docs = list(yaml.safe_load_all(path.read_text()))
     for doc in docs:
         executors = (doc or {}).get("deploymentSpec", {}).get("executors", {})
         for spec in executors.values():
             container = spec.get("container")
-            if container and container.get("image") == COMPONENT_IMAGE:
+            if container and image != COMPONENT_IMAGE and container.get("image") == COMPONENT_IMAGE:
                 container["image"] = image
+        dags = [(doc or {}).get("root", {}).get("dag", {})]
+        dags += [c["dag"] for c in (doc or {}).get("components", {}).values() if "dag" in c]
+        for dag in dags:  # the root, and the bodies of conditions and loops
+            for task_name, task in dag.get("tasks", {}).items():
+                if task_name in UNCACHED_ON_CLUSTER:
+                    task["cachingOptions"] = {}  # enableCache absent: false
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
 def pipeline_arguments(settings: Settings, name: str) -> dict[str, Any]:
     from crispops.lifecycle import candidate_items
+    from crispops.step_settings import STEP_SETTINGS, pipeline_settings
 
     if name == "training":
-        return {"config": settings.to_json(), "candidates": candidate_items(settings)}
+        steps = [s for s in STEP_SETTINGS if s != "materialize"]
+        return {**pipeline_settings(settings, steps), "candidates": candidate_items(settings)}
     if name == "materialization":
-        return {"config": settings.to_json(), "config_file": settings.feature_store.cluster_config}
+        return {
+            **pipeline_settings(settings, ["materialize"]),
+            "config_file": settings.feature_store.cluster_config,
+        }
     if name == "monitoring":
-        # A schedule acts on its decisions (once per model and window, through the ledger).
+        # The whole settings: with act, the monitor starts a training run, which reads
+        # them all. A schedule acts on its decisions (once per model and window).
         return {"config": settings.to_json(), "window": settings.monitoring.window, "act": True}
     raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
 
@@ -65,7 +86,7 @@ def compile_pipeline(settings: Settings, name: str, out_dir: Path) -> Path:
         package_path=str(path),
         pipeline_parameters=pipeline_arguments(settings, name),
     )
-    _pin_images(path, settings.cluster.component_image)
+    _finish(path, settings.cluster.component_image)
     return path
 
 

@@ -66,6 +66,7 @@ class RunResult:
     starts: dict[str, list[float]] = field(default_factory=dict)  # task -> wall-clock starts
     failed_step: str | None = None
     error: str = ""
+    cached: list[tuple[str, float]] = field(default_factory=list)  # task, seconds saved
 
     def artifact(self, task: str, name: str) -> Path | None:
         hits = sorted(self.root.glob(f"*/{task}/{name}"))
@@ -124,11 +125,15 @@ def run_training(
     run_id: str | None = None,
     on_event: Callable[[str, str, str], None] | None = None,
     runner: str = "subprocess",
+    cache: bool | None = None,
 ) -> RunResult:
-    """Run pipelines/training.py on this machine; never raises for a failed step."""
+    """Run pipelines/training.py on this machine; never raises for a failed step.
+
+    ``cache`` (default: ``settings.cache.enabled``) serves unchanged steps from the
+    step cache (orchestration/cache.py) instead of running them."""
     from kfp import local
 
-    from crispops.lifecycle import candidate_items
+    from crispops.orchestration.compile import pipeline_arguments
     from pipelines.training import training_pipeline
 
     run_id = run_id or new_run_id()
@@ -151,6 +156,17 @@ def run_training(
         if on_event:
             on_event(kind, task, status)
 
+    step_cache = None
+    if settings.cache.enabled if cache is None else cache:
+        from crispops.orchestration.cache import Hit, StepCache
+
+        def hit(found: Hit) -> None:
+            result.cached.append((found.task, found.seconds_saved))
+            if on_event:
+                on_event("cached", found.task, f"{found.seconds_saved:.1f}")
+
+        step_cache = StepCache(settings, root, on_hit=hit)
+
     containers = contextlib.ExitStack()
     if runner == "docker":
         # Every step in the components' image; raises ContainerError before the run when
@@ -167,12 +183,16 @@ def run_training(
         tee = _ProgressTee(log, event)
         with _redirect(tee):
             try:
-                local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
-                training_pipeline(
-                    config=settings.to_json(),
-                    candidates=candidate_items(settings),
-                    run_id=run_id,
+                local.init(
+                    runner=kfp_runner,
+                    pipeline_root=str(root),
+                    raise_on_error=True,
+                    enable_caching=step_cache is not None,
+                    cache_root=str(step_cache.entries) if step_cache else None,
                 )
+                if step_cache is not None:
+                    _install(step_cache)
+                training_pipeline(**pipeline_arguments(settings, "training"), run_id=run_id)
                 result.ok = True
             except Exception as exc:  # a failed task: reported, never a traceback
                 result.error = _ANSI.sub("", str(exc)).strip()
@@ -181,6 +201,18 @@ def run_training(
     if not result.ok and result.failed_step is None:
         result.failed_step = _failed_task(result.error)
     return result
+
+
+def _install(step_cache: Any) -> None:
+    """Make kfp.local's task executor use our cache: it asks ``get_local_cache()``,
+    which keeps one cache per cache root in a module-level singleton."""
+    from kfp.local import cache as kfp_cache
+    from kfp.local import config
+
+    cfg = config.LocalExecutionConfig.instance
+    with kfp_cache._cache_singleton_lock:
+        kfp_cache._cache_singleton = step_cache
+        kfp_cache._cache_singleton_root = cfg.cache_root if cfg else step_cache.cache_root
 
 
 def _drop_handlers_on(stream: io.TextIOBase) -> None:

@@ -51,6 +51,8 @@ class SubmitResult:
     run_id: str | None = None
     recurring_run_id: str | None = None
     cron: str | None = None
+    #: Recurring runs of the same name and pipeline that this one replaced.
+    replaced_recurring_run_ids: tuple[str, ...] = ()
     url: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -422,6 +424,8 @@ def _submit_package(
         run_id, recurring_run_id = run.run_id, None
     else:
         name = run_name or f"{pipeline_name} every {cron}"
+        with calling(f"the lookup of recurring run {name!r}"):
+            previous = _recurring_runs_named(client, experiment_id, name, pipeline_id)
         with calling(f"the recurring run {name!r}"):
             recurring = client.create_recurring_run(
                 experiment_id=experiment_id,
@@ -438,6 +442,16 @@ def _submit_package(
         run_id, recurring_run_id = None, recurring.recurring_run_id
     if not (run_id or recurring_run_id):
         raise SubmitError(f"KFP answered the creation of {name!r} without an id")
+    replaced: list[str] = []
+    if cron is not None:
+        # KFP has no update of a recurring run: the new one (on the new version) is
+        # created first, so a failure leaves the old schedule running, never none.
+        for old in previous:
+            if old == recurring_run_id:
+                continue
+            with calling(f"the removal of the replaced recurring run {old}"):
+                client.delete_recurring_run(old)
+            replaced.append(old)
 
     return SubmitResult(
         host=host,
@@ -450,5 +464,30 @@ def _submit_package(
         run_id=run_id,
         recurring_run_id=recurring_run_id,
         cron=cron,
+        replaced_recurring_run_ids=tuple(replaced),
         url=_ui_url(host, run_id, recurring_run_id),
     )
+
+
+def _recurring_runs_named(
+    client: Any, experiment_id: str, name: str, pipeline_id: str
+) -> list[str]:
+    """Ids of the recurring runs in the experiment with this name, of this pipeline."""
+    predicate = {"operation": "EQUALS", "key": "display_name", "stringValue": name}
+    found: list[str] = []
+    token = ""
+    while True:
+        page = client.list_recurring_runs(
+            page_token=token,
+            page_size=100,
+            experiment_id=experiment_id,
+            filter=json.dumps({"predicates": [predicate]}),
+        )
+        for recurring in page.recurring_runs or []:
+            ref = recurring.pipeline_version_reference
+            same_pipeline = ref is None or not ref.pipeline_id or ref.pipeline_id == pipeline_id
+            if recurring.display_name == name and same_pipeline:
+                found.append(recurring.recurring_run_id)
+        token = page.next_page_token or ""
+        if not token:
+            return found

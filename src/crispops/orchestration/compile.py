@@ -25,7 +25,9 @@ UNCACHED_ON_CLUSTER = frozenset(
 def _finish(path: Path, image: str) -> None:
     """Point every executor at the configured component image (same tag policy) and turn
     KFP's cache off for the tasks in ``UNCACHED_ON_CLUSTER``."""
-    docs = list(yaml.safe_load_all(path.read_text()))
+    text = path.read_text()
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    docs = list(yaml.safe_load_all(text))
     for doc in docs:
         executors = (doc or {}).get("deploymentSpec", {}).get("executors", {})
         for spec in executors.values():
@@ -38,7 +40,8 @@ def _finish(path: Path, image: str) -> None:
             for task_name, task in dag.get("tasks", {}).items():
                 if task_name in UNCACHED_ON_CLUSTER:
                     task["cachingOptions"] = {}  # enableCache absent: false
-    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    # the comment header (# PIPELINE DEFINITION, its inputs) is what KFP's UI shows
+    path.write_text(header + yaml.safe_dump_all(docs, sort_keys=False))
 
 
 def pipeline_arguments(settings: Settings, name: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ def package(
     profile: Input[Artifact],
     contract: Input[Artifact],
 ) -> str:
-    """Save the champion in BentoML's store, build its Bento, mark it champion."""
+    """Save the model in BentoML's store, build its Bento, register it: champion when
+    promoted (the pointer moves), else challenger."""
     from pathlib import Path
 
     from crispops.config import Settings
@@ -27,5 +28,5 @@ def package(
         run_id=run_id,
         contract_file=Path(contract.path),
     )
-    print(f"champion {result.model_tag} in Bento {result.bento_tag}")
+    print(f"packaged {result.model_tag} in Bento {result.bento_tag}")
     return result.bento_tag

@@ -16,11 +16,14 @@ def select_champion(
     champion: Output[Model],
 ) -> bool:
     """Pick the best candidate, then gate it: it must beat the trivial baseline (fitted on
-    train), reach training.min_score and beat the current champion. True promotes."""
+    train), reach training.min_score and beat the current champion to be promoted. True
+    packages it: as the champion when promoted, else as a challenger (it beat the
+    baseline but not the champion); False when it is not worth serving at all."""
     from pathlib import Path
 
     from crispops.config import Settings
     from crispops.lifecycle import select_champion_task
+    from crispops.steps.select_champion import NOT_WORTH_SERVING
 
     by_name = {m.metadata["candidate"]: (Path(m.path), dict(m.metadata)) for m in models}
     result = select_champion_task(
@@ -36,4 +39,4 @@ def select_champion(
     champion.metadata.update(by_name[result.challenger][1])
     decision.metadata.update(result.to_dict())
     print(result.reason)
-    return result.promote
+    return result.verdict not in NOT_WORTH_SERVING

@@ -53,6 +53,7 @@ def training_pipeline(config: str, candidates: list, run_id: str = "manual"):
     ).set_display_name(Step.SELECT_CHAMPION)
 
     # A single return value: kfp.local resolves conditions on it, not on NamedTuple fields.
+    # True: worth serving (packaged as champion when promoted, else as a challenger).
     with dsl.If(chosen.outputs["Output"] == True):  # noqa: E712
         package(
             config=config,

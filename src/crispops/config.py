@@ -8,6 +8,7 @@ that reads environment variables, and it reads nothing at import time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tomllib
@@ -332,6 +333,69 @@ class MonitoringSettings(_Section):
     )
 
 
+class RolloutSettings(_Section):
+    """Shadow and canary rollouts of a challenger: the steps and the analysis' thresholds.
+
+    The analysis compares the challenger's arm with the champion's over a window of
+    the prediction log; each threshold is one reason to fail it.
+    """
+
+    steps: list[int] = Field(
+        default=[10, 50, 100],
+        description="Canary weights (percent of entities to the challenger), in order; "
+        "the last must be 100 (promotion).",
+    )
+    step_interval: str = Field(
+        default="10m", pattern=_DURATION, description="Least time a step serves before analysis."
+    )
+    window: str = Field(
+        default="1h", pattern=_DURATION, description="Prediction-log window an analysis judges."
+    )
+    min_requests: int = Field(
+        default=200, ge=1, description="Fewest predictions per arm before judging ('wait')."
+    )
+    max_error_rate_delta: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Most the challenger's error rate may exceed the champion's.",
+    )
+    max_p99_ratio: float = Field(
+        default=1.5,
+        gt=0,
+        description="Most the challenger's p99 latency may be, as a multiple "
+        "of the champion's (when latency is logged).",
+    )
+    max_distance: float = Field(
+        default=0.25, gt=0, description="Largest PSI between the arms' score distributions."
+    )
+    min_agreement: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="Least share of shadowed records on which both "
+        "models agree (same class; regression: within 10% of the champion's spread).",
+    )
+    max_metric_drop: float = Field(
+        default=0.02,
+        ge=0,
+        description="Most the challenger's realized metric may be worse "
+        "than the champion's, when labels came back (in the metric's units).",
+    )
+    min_labels: int = Field(
+        default=50, ge=1, description="Fewest labelled predictions per arm to compare metrics."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if not v or any(not 0 < w <= 100 for w in v):
+            raise ValueError(f"{v}: each step is a percentage in 1..100")
+        if any(b <= a for a, b in itertools.pairwise(v)) or v[-1] != 100:
+            raise ValueError(f"{v}: steps must increase and end at 100 (promotion)")
+        return v
+
+
 class ClusterSettings(_Section):
     kfp_host: str | None = None
     kfp_token_env: str = Field(default="KFP_TOKEN", description="Env var holding the KFP token.")
@@ -371,6 +435,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    rollout: RolloutSettings = RolloutSettings()
     cluster: ClusterSettings = ClusterSettings()
 
     @classmethod
@@ -440,6 +505,11 @@ class Settings(BaseSettings):
     @property
     def champion_file(self) -> Path:
         return self.state_path / "champion.json"
+
+    @property
+    def models_file(self) -> Path:
+        """The registry of the project's packaged models (champion, challengers...)."""
+        return self.state_path / "models.json"
 
     @property
     def higher_is_better(self) -> bool:

@@ -22,7 +22,7 @@ from crispops import __version__
 from crispops.champion import Champion, read_champion, write_champion
 from crispops.config import Settings
 from crispops.contract import FeatureContract, feature_store, load_contract
-from crispops.errors import DataValidationError
+from crispops.errors import DataValidationError, UserError
 from crispops.io import read_json, write_frame, write_json, write_text
 
 if TYPE_CHECKING:
@@ -467,11 +467,27 @@ def package_task(
     run_id: str,
     contract_file: Path | None = None,
 ) -> Champion:
-    """Save the champion in BentoML's store, build its Bento, then move the pointer."""
+    """Save the run's best model in BentoML's store and build its Bento; register it.
+
+    A promoted model moves the champion pointer (the last write) and retires the
+    previous champion in the registry. A model the gate kept out (it beat the
+    trivial baseline but not the champion: verdict ``kept_champion``) is packaged
+    as a ``challenger`` with the gate's verdict and reason, for a shadow or canary
+    rollout; the pointer does not move. The returned record describes the packaged
+    model either way."""
+    from crispops import registry
     from crispops.serving import packaging
+    from crispops.steps.select_champion import NOT_WORTH_SERVING
 
     packaging.bentoml_home(settings.bentoml_home)
     decision = read_json(decision_file)
+    if decision.get("verdict") in NOT_WORTH_SERVING:
+        raise UserError(
+            f"{decision_file}: verdict {decision.get('verdict')}: nothing worth packaging "
+            f"({decision.get('reason', '')})"
+        )
+    promote = bool(decision.get("promote"))
+    stage = registry.Status.CHAMPION if promote else registry.Status.CHALLENGER
     evaluation = decision["evaluation"]
     train_info = decision["train_info"]
     profile = read_json(profile_file)
@@ -496,7 +512,7 @@ def package_task(
         "run_id": run_id,
     }
     labels = {
-        "stage": "champion",
+        "stage": stage.value,
         "task": settings.data.task,
         "feature_service": contract.feature_service,
         "candidate": decision["challenger"],
@@ -527,5 +543,86 @@ def package_task(
             None if decision.get("baseline_score") is None else float(decision["baseline_score"])
         ),
     )
+    entry = registry.ModelEntry(
+        model_tag=model_tag,
+        bento_tag=bento_tag,
+        status=stage.value,
+        metric=champion.metric,
+        score=champion.score,
+        run_id=run_id,
+        candidate=champion.candidate,
+        created_at=champion.promoted_at,
+        verdict=str(decision.get("verdict", "")),
+        reason=str(decision.get("reason", "")),
+    )
+    if not promote:
+        registry.register(settings.models_file, entry)
+        return champion
+    previous = read_champion(settings.champion_file)
+    known = {e.model_tag for e in registry.read_models(settings.models_file)}
+    if previous is not None and previous.model_tag not in known:  # from before the registry
+        registry.register(
+            settings.models_file,
+            registry.ModelEntry(
+                model_tag=previous.model_tag,
+                bento_tag=previous.bento_tag,
+                status=registry.Status.CHAMPION.value,
+                metric=previous.metric,
+                score=previous.score,
+                run_id=previous.run_id,
+                candidate=previous.candidate,
+                created_at=previous.promoted_at,
+                verdict="promoted",
+            ),
+        )
+    registry.register(settings.models_file, entry)  # retires the previous champion
     write_champion(settings.champion_file, champion)  # the last step: atomic
     return champion
+
+
+# promote / reject (a live rollout's outcome) --------------------------------------------------
+def promote_task(settings: Settings, bento_tag: str, reason: str) -> Champion:
+    """Make a packaged challenger the champion: the registry (retiring the previous
+    champion) and then the pointer, from what its Bento model recorded when packaged."""
+    from crispops import registry
+    from crispops.serving import packaging
+
+    entry = registry.find(settings.models_file, bento_tag)
+    packaging.bentoml_home(settings.bentoml_home)
+    import bentoml
+
+    try:
+        model = bentoml.models.get(entry.model_tag)
+    except bentoml.exceptions.NotFound:
+        raise UserError(
+            f"{settings.bentoml_home}: model {entry.model_tag} (of Bento {entry.bento_tag}) "
+            "is not in the project's BentoML store; cannot move the champion pointer to it"
+        ) from None
+    meta: dict[str, Any] = dict(model.info.metadata)
+    decision_file = Path(model.path_of("decision.json"))
+    decision = read_json(decision_file) if decision_file.is_file() else {}
+    baseline = decision.get("baseline_score")
+    champion = Champion(
+        model_tag=entry.model_tag,
+        bento_tag=entry.bento_tag,
+        model_file=str(packaging.model_path(entry.model_tag)),
+        candidate=entry.candidate or str(meta.get("candidate", "")),
+        metric=entry.metric,
+        score=entry.score,
+        metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()},
+        promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        run_id=entry.run_id,
+        inputs=list(meta.get("numeric") or []) + list(meta.get("categorical") or []),
+        training_window={k: str(v) for k, v in (meta.get("training_window") or {}).items()},
+        baseline_score=None if baseline is None else float(baseline),
+    )
+    registry.set_status(settings.models_file, entry.model_tag, registry.Status.CHAMPION, reason)
+    write_champion(settings.champion_file, champion)  # the last step: atomic
+    return champion
+
+
+def reject_task(settings: Settings, bento_tag: str, reason: str) -> None:
+    """Mark a challenger rejected (its live analysis failed); the pointer does not move."""
+    from crispops import registry
+
+    registry.set_status(settings.models_file, bento_tag, registry.Status.REJECTED, reason)

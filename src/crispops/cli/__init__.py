@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from crispops.cli import cluster, features, monitor, pipeline, project, serving
+from crispops.cli import cluster, features, monitor, pipeline, project, rollout, serving
 
 app = typer.Typer(
     name="crispops",
@@ -27,6 +27,7 @@ app.add_typer(features.app, name="features")
 app.command("compile")(pipeline.compile_)
 app.command("run")(pipeline.run)
 app.command("champion")(pipeline.champion)
+app.command("models")(pipeline.models)
 app.command("submit")(pipeline.submit)
 app.command("serve")(serving.serve)
 app.command("predict")(serving.predict)
@@ -36,6 +37,7 @@ app.command("demo-cycle")(monitor.demo_cycle)
 app.add_typer(cluster.images_app, name="images")
 app.command("deploy")(cluster.deploy)
 app.command("rollback")(cluster.rollback)
+app.add_typer(rollout.app, name="rollout")
 
 
 def main() -> None:

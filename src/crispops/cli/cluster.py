@@ -1,4 +1,5 @@
-"""`crispops images [build]|deploy|rollback`: images, and the model service on Kubernetes."""
+"""`crispops images [build]|deploy|rollback`: images, and the model service on Kubernetes
+(with a challenger: a shadow or canary rollout, see :mod:`crispops.cli.rollout`)."""
 
 from __future__ import annotations
 
@@ -110,12 +111,37 @@ def deploy(
         str | None, typer.Option(help="Image registry (default: cluster.registry).")
     ] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the rollout.")] = 300.0,
+    challenger: Annotated[
+        str | None,
+        typer.Option(help="A challenger's Bento tag: roll it out beside the champion."),
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="With --challenger: shadow or canary.")] = "canary",
+    steps: Annotated[
+        str | None,
+        typer.Option(
+            help="With --challenger: weights in percent, e.g. 10,50,100 (default rollout.steps)."
+        ),
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="With --challenger: seconds to keep re-analysing while the "
+            "analysis says 'wait' (then it stays at its step: `rollout resume`).",
+        ),
+    ] = 0.0,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     project: ProjectOpt = None,
 ) -> None:
     """Render the overlay with the Bento's image, server-side apply it, wait for the
-    rollout, and roll back to the previous revision if it fails."""
+    rollout, and roll back to the previous revision if it fails.
+
+    With --challenger, a shadow or canary rollout: the challenger runs beside the
+    champion at the first step's weight, steps on after each passing analysis,
+    is promoted at 100% (pointer, registry and image together), or is rolled back
+    and rejected on a failing one.
+    """
     from crispops.champion import read_champion
     from crispops.cluster.deploy import deploy as deploy_bento
     from crispops.cluster.kube import api_client
@@ -128,6 +154,11 @@ def deploy(
         if champion is None:
             raise UserError("no --bento TAG and no champion yet (run `crispops run`)")
         tag = champion.bento_tag
+    if challenger is not None:
+        _progressive(
+            s, path, tag, challenger, strategy, steps, registry, dry_run, wait, kubeconfig, context
+        )
+        return
     api = None if dry_run else api_client(kubeconfig, context)
     result = deploy_bento(
         path, tag, registry or s.cluster.registry, api, timeout_s=timeout, dry_run=dry_run
@@ -142,6 +173,54 @@ def deploy(
         f"{result.image} (revision {result.revision})",
         highlight=False,
     )
+
+
+def _parse_steps(text: str | None, default: list[int]) -> list[int]:
+    if text is None:
+        return list(default)
+    try:
+        steps = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"--steps {text!r}: comma-separated percentages, e.g. 10,50,100") from None
+    if (
+        not steps
+        or steps[-1] != 100
+        or any(not 0 < w <= 100 for w in steps)
+        or sorted(set(steps)) != steps
+    ):
+        raise UserError(f"--steps {text!r}: increasing percentages in 1..100 ending at 100")
+    return steps
+
+
+def _progressive(
+    s: Settings,
+    path: Path,
+    champion: str,
+    challenger: str,
+    strategy: str,
+    steps_text: str | None,
+    registry: str | None,
+    dry_run: bool,
+    wait: float,
+    kubeconfig: Path | None,
+    context: str | None,
+) -> None:
+    from crispops.cli.rollout import controller, model_tag, report
+    from crispops.cluster.kube import api_client
+
+    if strategy not in ("shadow", "canary"):
+        raise UserError(f"--strategy {strategy!r}: choose shadow or canary")
+    steps = _parse_steps(steps_text, s.rollout.steps)
+    model_tag(s, challenger)  # a packaged model: in the registry (RegistryError otherwise)
+    api = None if dry_run else api_client(kubeconfig, context)
+    ctl = controller(s, path, registry, api, wait)
+    if dry_run:
+        sys.stdout.write(ctl.plan(champion, challenger, strategy, steps))
+        return
+    console.print(
+        f"[bold]{strategy}[/] {challenger} beside {champion}, steps {steps}", highlight=False
+    )
+    report(ctl.start(champion, challenger, strategy, steps))
 
 
 @handle_errors

@@ -1,4 +1,4 @@
-"""`crispops compile|run|champion|submit`: the pipelines, locally or on a Kubeflow
+"""`crispops compile|run|champion|models|submit`: the pipelines, locally or on a Kubeflow
 cluster, and the champion they produce."""
 
 from __future__ import annotations
@@ -173,6 +173,50 @@ def champion(
     console.print(table)
 
 
+@handle_errors
+def models(
+    project: ProjectOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the registry as one JSON list of objects.")
+    ] = False,
+) -> None:
+    """List the project's packaged models: champion, challengers, retired and rejected.
+
+    Each with its model and Bento tags, status, metric and score, the run that
+    packaged it and when, and why it has its status. Exit 2 when the registry
+    cannot be read.
+    """
+    import json
+
+    from crispops.registry import read_models
+
+    s = settings(project)
+    entries = read_models(s.models_file)
+    if as_json:
+        sys.stdout.write(json.dumps([e.to_dict() for e in entries], indent=2) + "\n")
+        return
+    if not entries:
+        console.print(f"no packaged models in {s.project_dir} yet (`crispops run`)")
+        return
+    table = Table(title=f"models ({s.models_file})")
+    for col in ("status", "model tag", "Bento tag", "metric", "score", "run", "when", "why"):
+        table.add_column(col, justify="right" if col == "score" else "left")
+    styles = {"champion": "bold green", "challenger": "yellow", "rejected": "red"}
+    for e in reversed(entries):
+        table.add_row(
+            e.status,
+            e.model_tag,
+            e.bento_tag,
+            e.metric,
+            f"{e.score:.4f}",
+            e.run_id or "-",
+            e.updated_at or e.created_at or "-",
+            escape(e.reason or e.verdict or "-"),
+            style=styles.get(e.status),
+        )
+    console.print(table)
+
+
 def _last_error(result: RunResult) -> str:
     text = result.log.read_text(encoding="utf-8", errors="replace")
     lines = [ln.strip() for ln in text.splitlines() if "Error" in ln or "error" in ln]
@@ -252,6 +296,16 @@ def _print_summary(s: Settings, result: RunResult, champion: Champion | None) ->
             f"champion: model [bold]{champion.model_tag}[/], Bento "
             f"[bold]{champion.bento_tag}[/] ({champion.metric} {champion.score:.4f})"
         )
+    if Step.PACKAGE in result.completed() and not decision.get("promote"):
+        from crispops.registry import read_models
+
+        ran = [e for e in read_models(s.models_file) if e.run_id == result.run_id]
+        for e in ran:
+            console.print(
+                f"challenger: model [bold]{e.model_tag}[/], Bento [bold]{e.bento_tag}[/] "
+                f"packaged, not promoted ({e.metric} {e.score:.4f}); shadow or canary it "
+                "with `crispops deploy --challenger`, list models with `crispops models`"
+            )
     for label, task, name in (
         ("EDA report", Step.EXPLORE, "report"),
         ("EDA summary", Step.EXPLORE, "summary"),

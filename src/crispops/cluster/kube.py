@@ -177,6 +177,17 @@ class Kube:
             )
         return self._json(data, "PATCH", ref)
 
+    def delete(self, ref: ObjectRef) -> bool:
+        """DELETE the object; False when it was not there. Raises DeployError when refused."""
+        try:
+            with self._errors():
+                ref.resource.delete(name=ref.name, namespace=ref.namespace, serializer=_plain)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise refused(ref, exc) from exc
+        return True
+
     def server_side_apply(
         self, ref: ObjectRef, body: Mapping[str, Any], field_manager: str, dry_run: bool
     ) -> dict[str, Any]:

@@ -1,0 +1,114 @@
+"""The rollout analysis' decisions on hand-built prediction frames: pass, fail, wait."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crispops.config import RolloutSettings
+from crispops.monitoring.analysis import Window, analyze, psi
+
+LIMITS = RolloutSettings(min_requests=200, min_labels=100)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def arm(
+    tag: str,
+    n: int,
+    *,
+    seed: int,
+    shift: float = 0.0,
+    errors: float = 0.0,
+    latency: float = 20.0,
+    ids: str | None = None,
+) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    score = np.clip(rng.beta(2, 5, n) + shift, 0, 1)
+    return pd.DataFrame(
+        {
+            "request_id": [f"{ids or tag}-{i}" for i in range(n)],
+            "ts": [T0 + timedelta(seconds=i) for i in range(n)],
+            "model_tag": tag,
+            "endpoint": "predict",
+            "score": score,
+            "prediction": [json.dumps(int(p > 0.5)) for p in score],
+            "error": rng.random(n) < errors,
+            "latency_ms": rng.gamma(4, latency / 4, n),
+        }
+    )
+
+
+def window(*frames: pd.DataFrame, mode: str = "canary", feedback=None) -> Window:  # type: ignore[no-untyped-def]
+    return Window(pd.concat(frames, ignore_index=True), "champ", "chall", mode, "binary", feedback)  # type: ignore[arg-type]
+
+
+def test_alike_arms_pass() -> None:
+    v = analyze(window(arm("champ", 600, seed=1), arm("chall", 400, seed=2)), LIMITS)
+    assert v.status == "pass", v.reasons
+    assert v.measurements["psi"] < 0.1 and v.measurements["challenger_requests"] == 400
+
+
+def test_too_few_requests_waits_even_when_alike() -> None:
+    v = analyze(window(arm("champ", 600, seed=1), arm("chall", 150, seed=2)), LIMITS)
+    assert v.status == "wait"
+    assert "challenger has 150 of the 200 requests needed" in v.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        ({"errors": 0.08}, "error rate"),
+        ({"latency": 60.0}, "p99"),
+        ({"shift": 0.35}, "score PSI"),
+    ],
+)
+def test_a_bad_challenger_fails_with_the_reason(bad: dict, needle: str) -> None:  # type: ignore[type-arg]
+    v = analyze(window(arm("champ", 600, seed=1), arm("chall", 600, seed=2, **bad)), LIMITS)
+    assert v.status == "fail", v.reasons
+    assert needle in v.reasons[0]
+
+
+def test_shadow_agreement_is_measured_on_pairs() -> None:
+    champ = arm("champ", 400, seed=1, ids="r")
+    same = arm("chall", 400, seed=1, ids="r")  # the same records, the same answers
+    assert analyze(window(champ, same, mode="shadow"), LIMITS).measurements["agreement"] == 1.0
+    flipped = same.assign(prediction=[json.dumps(1 - json.loads(p)) for p in same["prediction"]])
+    v = analyze(window(champ, flipped, mode="shadow"), LIMITS)
+    assert v.status == "fail" and "shadow agreement 0.0%" in v.reasons[0]
+
+
+def test_realized_metric_drop_fails_once_labels_came_back() -> None:
+    champ = arm("champ", 400, seed=1)
+    chall = arm("chall", 400, seed=2)
+    rng = np.random.default_rng(3)
+    # Labels that follow the champion's scores and are noise for the challenger's.
+    labels = list((rng.random(400) < champ["score"]).astype(int)) + list(rng.integers(0, 2, 400))
+    feedback = pd.DataFrame(
+        {
+            "request_id": list(champ["request_id"]) + list(chall["request_id"]),
+            "label": [json.dumps(int(v)) for v in labels],
+            "observed_at": T0,
+            "received_at": T0,
+        }
+    )
+    v = analyze(window(champ, chall, feedback=feedback), LIMITS)
+    assert v.status == "fail", v.reasons
+    assert v.measurements["metric"] == "roc_auc"
+    assert v.measurements["champion_metric"] > v.measurements["challenger_metric"] + 0.1
+
+
+def test_psi_is_zero_for_one_distribution_and_grows_with_shift() -> None:
+    x = np.random.default_rng(0).normal(size=5000)
+    assert psi(x, x) == pytest.approx(0.0, abs=1e-9)
+    assert psi(x, x + 0.2) < psi(x, x + 1.0)
+
+
+def test_steps_must_increase_to_100() -> None:
+    with pytest.raises(ValueError, match="end at 100"):
+        RolloutSettings(steps=[10, 50])
+    with pytest.raises(ValueError, match="increase"):
+        RolloutSettings(steps=[50, 10, 100])

@@ -292,7 +292,10 @@ def answered(server: Server) -> int:
     import httpx
 
     text = httpx.get(server.url + "/metrics", timeout=10).text
-    pattern = r'^crispops_predictions_total\{endpoint="predict",outcome="ok"\} ([0-9.e+]+)$'
+    pattern = (
+        r'^crispops_predictions_total\{endpoint="predict",(?:model_tag="[^"]*",)?outcome="ok"\} '
+        r"([0-9.e+]+)$"
+    )
     return sum(int(float(m)) for m in re.findall(pattern, text, re.M))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +25,9 @@ from crispops.cli import app
 from crispops.config import load_settings
 from crispops.monitoring.store import ParquetSink
 from crispops.serving.router import CONFIG_ENV, bucket
-from crispops.serving.runtime import serve_argv, serving_env
 from support.clients import feature_row
 from support.projects import package_challenger
-from support.servers import Server, free_port
+from support.servers import Server, connect_error, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ENTITIES = range(1, 601)  # 600 entities (most unknown to the store: imputed, still routed)
@@ -39,52 +39,51 @@ def challenger(trained_project: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def router_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("router") / "rollout.json"
+def router_file(trained_project: Path) -> Path:
+    """Where `crispops serve --challenger` writes the router's settings."""
+    return load_settings(trained_project).state_path / "router.json"
 
 
 @pytest.fixture(scope="module")
 def servers(
-    trained_project: Path,
-    challenger: dict[str, str],
-    router_file: Path,
-    tmp_path_factory: pytest.TempPathFactory,
+    trained_project: Path, challenger: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Server]]:
-    """The challenger's server and the champion's (the router), one worker each."""
-    from crispops.champion import read_champion
-
-    s = load_settings(trained_project)
-    champion = read_champion(s.champion_file)
-    assert champion is not None
-    logs = tmp_path_factory.mktemp("serve-router")
+    """`crispops serve --challenger TAG --canary 10`: the champion's server (the router)
+    and the challenger's, which the command starts itself; one worker each."""
     env = {
         **os.environ,
-        **serving_env(s),
         "CRISPOPS_MONITORING__FLUSH_SECONDS": "0.2",
         "CRISPOPS_SERVING__MISSING_ENTITY": "impute",
     }
+    env.pop(CONFIG_ENV, None)
     cport, port = free_port(), free_port()
-    chall = Server(
-        "challenger",
-        serve_argv(challenger["bento_tag"], "127.0.0.1", cport),
-        env,
-        cport,
-        logs / "challenger.log",
-    )
-    champ = Server(
-        "champion",
-        serve_argv(champion.bento_tag, "127.0.0.1", port),
-        {**env, CONFIG_ENV: str(router_file)},
-        port,
-        logs / "champion.log",
-    )
+    argv = [
+        sys.executable,
+        "-m",
+        "crispops.cli",
+        "serve",
+        "-p",
+        str(trained_project),
+        "--port",
+        str(port),
+        "--challenger",
+        challenger["bento_tag"],
+        "--canary",
+        "10",
+        "--challenger-port",
+        str(cport),
+    ]
+    logs = tmp_path_factory.mktemp("serve-router")
+    cli = Server("crispops-serve", argv, env, port, logs / "serve.log")
     try:
-        chall.wait_ready()
-        champ.wait_ready()
-        yield champ, chall
+        cli.wait_ready(timeout=240)
+        chall = Server.__new__(Server)  # the challenger's address, for the tests' settings
+        chall.url = f"http://127.0.0.1:{cport}"
+        assert httpx.get(chall.url + "/readyz", timeout=5).status_code == 200
+        yield cli, chall
     finally:
-        champ.stop()
-        chall.stop()
+        cli.stop(grace=20)
+    assert connect_error("127.0.0.1", cport) is not None, "the challenger outlived serve"
 
 
 def route(path: Path, challenger_url: str, tag: str, mode: str, weight: float, **more: Any) -> None:
@@ -137,7 +136,17 @@ def test_canary_answers_its_share_of_entities_and_each_entity_sticks(
     servers: tuple[Server, Server], challenger: dict[str, str], router_file: Path
 ) -> None:
     champ, chall = servers
-    route(router_file, chall.url, challenger["model_tag"], "canary", 10)
+    # as `crispops serve --challenger TAG --canary 10` wrote it
+    assert json.loads(router_file.read_text()) == {
+        "mode": "canary",
+        "weight": 10.0,
+        "challenger_url": chall.url,
+        "challenger_model_tag": challenger["model_tag"],
+        "challenger_bento_tag": challenger["bento_tag"],
+        "champion_bento_tag": json.loads((router_file.parent / "champion.json").read_text())[
+            "bento_tag"
+        ],
+    }
     first = entity_calls(champ.url, ENTITIES)
     tags = {a["model_tag"] for a in first.values()}
     assert len(tags) == 2 and challenger["model_tag"] in tags

@@ -72,7 +72,8 @@ class RouteConfig:
 
     @property
     def active(self) -> bool:
-        return self.mode != "off" and self.weight > 0 and bool(self.challenger_url)
+        """Records are hashed (at weight 0 too: a rollout's first moments cost that)."""
+        return self.mode != "off" and bool(self.challenger_url)
 
     @classmethod
     def parse(cls, data: Any, where: str = "router settings") -> RouteConfig:

@@ -52,9 +52,8 @@ def test_route_config_parses_what_the_cluster_writes() -> None:
     assert cfg.challenger_tag == "credit_default:abc"
     assert RouteConfig.parse({"mode": "shadow", "challenger_url": "http://h:1"}).weight == 100
     assert not RouteConfig.parse({"mode": "off", "weight": 0}).active
-    assert not RouteConfig.parse(
-        {"mode": "canary", "weight": 0, "challenger_url": "http://h"}
-    ).active
+    # weight 0 still hashes each record (nothing is routed): the router's own cost
+    assert RouteConfig.parse({"mode": "canary", "weight": 0, "challenger_url": "http://h"}).active
 
 
 @pytest.mark.parametrize(

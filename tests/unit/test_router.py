@@ -49,7 +49,11 @@ def test_route_config_parses_what_the_cluster_writes() -> None:
     )
     assert cfg.active and cfg.weight == 10.0 and cfg.timeout_s == 1.0
     assert cfg.challenger_url == "http://crispops-model-service-challenger.crispops.svc:3000"
-    assert cfg.challenger_tag == "credit_default:abc"
+    # the cluster gives Bento tags; the model tag the log carries is derived from it
+    assert cfg.challenger_tag is None and cfg.challenger_bento_tag == "credit_default:abc"
+    assert cfg.model_tag("credit_default_v1:def") == "credit_default_v1:abc"
+    given = RouteConfig.parse({"mode": "off", "challenger_model_tag": "m:1"})
+    assert given.model_tag("x:y") == "m:1"
     assert RouteConfig.parse({"mode": "shadow", "challenger_url": "http://h:1"}).weight == 100
     assert not RouteConfig.parse({"mode": "off", "weight": 0}).active
     # weight 0 still hashes each record (nothing is routed): the router's own cost

@@ -68,7 +68,19 @@ class RouteConfig:
     weight: float = 0.0
     challenger_url: str | None = None
     challenger_tag: str | None = None  # the challenger's model tag, as the log carries it
+    challenger_bento_tag: str | None = None
     timeout_s: float = 1.0
+
+    def model_tag(self, champion_model_tag: str) -> str | None:
+        """The challenger's model tag: as given, else from its Bento tag (a crispops Bento
+        carries its model's version, and both models are named by the FeatureService,
+        as the champion's is) - what the cluster's rollout.json gives."""
+        if self.challenger_tag:
+            return self.challenger_tag
+        if self.challenger_bento_tag and ":" in self.challenger_bento_tag:
+            name = champion_model_tag.split(":", 1)[0]
+            return f"{name}:{self.challenger_bento_tag.split(':', 1)[1]}"
+        return None
 
     @property
     def active(self) -> bool:
@@ -95,12 +107,14 @@ class RouteConfig:
         timeout = data.get("timeout_s", 1.0)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise RouterConfigError(f"{where}: timeout_s {timeout!r} is not a positive number")
-        tag = data.get("challenger_model_tag") or data.get("challenger_bento_tag")
+        tag = data.get("challenger_model_tag")
+        bento = data.get("challenger_bento_tag")
         return cls(
             mode=mode,
             weight=float(weight),
             challenger_url=url.rstrip("/") if isinstance(url, str) else None,
             challenger_tag=str(tag) if tag else None,
+            challenger_bento_tag=str(bento) if bento else None,
             timeout_s=float(timeout),
         )
 

@@ -396,6 +396,7 @@ class _Router:
         self.routes = ConfigFile(config_path())
         self._challenger: Challenger | None = None
         self.learned_tag: str | None = None  # the challenger's model tag, from its answers
+        self._seen: Any = None
 
     def challenger(self) -> Challenger:
         if self._challenger is None:
@@ -403,13 +404,17 @@ class _Router:
         return self._challenger
 
     def tag(self, cfg: Any) -> str:
-        return self.learned_tag or cfg.challenger_tag or "challenger"
+        """The challenger's model tag for its error records: from its answers once it
+        has answered, else from the settings."""
+        return self.learned_tag or cfg.model_tag(self.predictor.model_tag) or "challenger"
 
     def plan(self, endpoint: str, rows: list[dict[str, Any]], ids: list[str]) -> Any:
         """(settings, indices of the records the challenger gets), or None: all champion."""
         cfg = self.routes.current()
         if not cfg.active:
             return None
+        if cfg is not self._seen:  # new settings (perhaps another challenger): learn again
+            self._seen, self.learned_tag = cfg, None
         keys = self.predictor.contract.join_keys if endpoint == "predict_entity" else []
         chosen = [
             i

@@ -38,7 +38,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -120,7 +119,9 @@ class RouteConfig:
 
 
 def config_path() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    from crispops.config import env
+
+    return Path(env(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
 class ConfigFile:

@@ -10,7 +10,6 @@ module is two lines that call it with the champion's tag.
 # annotations at class creation, and they name models built at run time.
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import math
@@ -397,6 +396,7 @@ class _Router:
         self._challenger: Challenger | None = None
         self.learned_tag: str | None = None  # the challenger's model tag, from its answers
         self._seen: Any = None
+        self._quiet_until = 0.0
 
     def challenger(self) -> Challenger:
         if self._challenger is None:
@@ -484,7 +484,10 @@ class _Router:
         self.metrics["predictions"].labels(endpoint=endpoint, outcome="error", model_tag=tag).inc(
             len(chosen)
         )
-        log.warning("challenger %s (%s, %d records): %s", tag, cfg.mode, len(chosen), why)
+        now = time.monotonic()
+        if now >= self._quiet_until:  # one line per 30 s, not one per batch
+            self._quiet_until = now + 30.0
+            log.warning("challenger %s (%s, %d records): %s", tag, cfg.mode, len(chosen), why)
         if self.plog is None:
             return
         errs = [
@@ -643,7 +646,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             if pending is not None:
                 try:
                     answers = pending.result(timeout=plan[0].timeout_s + 1.0)
-                except (ChallengerError, concurrent.futures.TimeoutError) as e:
+                except Exception as e:  # whatever the challenger did, the champion answers
                     exc = e
             return self.settle("predict", plan, rows, rows, ids, out, started, answers, exc)
 
@@ -678,7 +681,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                     answers = await asyncio.wait_for(
                         asyncio.wrap_future(pending), plan[0].timeout_s + 1.0
                     )
-                except (ChallengerError, TimeoutError) as e:
+                except Exception as e:  # whatever the challenger did, the champion answers
                     exc = e
             return self.settle("predict_entity", plan, rows, used, ids, out, started, answers, exc)
 

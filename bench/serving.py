@@ -46,6 +46,17 @@ What the rows mean:
    at 16 connections). The records the log wrote are counted after the server stops
    (its shutdown writes what is queued): every answered prediction should be there.
 
+7. **the router** (issue 14) - one crispops server built from the working tree (the
+   router is in the service, not in older Bentos' copies) with a challenger server
+   beside it (the same model under its own server), its router settings file
+   rewritten between runs as the cluster's ConfigMap would be: ``off`` (one model:
+   no settings), ``canary 0%`` (every record hashed, none routed: the routing
+   decision alone) and ``canary 10%`` (a tenth of the records, by request id,
+   answered by the challenger over HTTP). Single-record ``/predict`` at 1 and 16
+   connections, the three settings interleaved for ``--router-rounds`` rounds in the
+   same server processes; the median of the rounds' p50s is reported. Target: the
+   routing decision adds at most 5% to p50 against one model.
+
 Each HTTP figure comes with the CPU it cost, as a share of both cores: the
 server's, hey's and other processes'. Other processes' share is noise (the
 machines are shared); a note names the figures it touched, and before each
@@ -68,6 +79,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -104,6 +116,11 @@ MODEL_FILE_ENV = "BENCH_MODEL_FILE"  # read by bench.baseline_fastapi / baseline
 # Targets (issue 13): what logging every prediction may cost.
 LOG_RPS_LOSS = 0.10
 LOG_P50_ADDED_MS = 1.0
+
+# Target (issue 14): what the router's decision may add to /predict's p50.
+ROUTER_P50_ADDED = 0.05
+ROUTER_SETTINGS = ("off", "canary0", "canary10")
+ROUTER_LABELS = {"off": "one model (off)", "canary0": "canary 0%", "canary10": "canary 10%"}
 
 # Targets (issue 4).
 SPEEDUP_VS_DEFAULT_BENTOML = 3.0
@@ -145,6 +162,8 @@ class Results:
     entity_http: dict[int, LoadResult] = field(default_factory=dict)
     entity_baseline: dict[int, Timing] = field(default_factory=dict)
     entity_record_errors: dict[int, int] = field(default_factory=dict)
+    router: dict[str, dict[int, list[LoadResult]]] = field(default_factory=dict)
+    router_inprocess: dict[str, Timing] = field(default_factory=dict)
     log_records: int | None = None  # prediction log records written by the crispops server
     answered: int = 0  # 2xx answers hey counted from the log server (probe, warm-up, runs)
     in_flight_max: int = 0  # requests hey may have left in flight at its deadlines
@@ -288,6 +307,20 @@ def count_logged(log_dir: Path) -> int:
     return len(ParquetSink(log_dir).read_predictions())
 
 
+def answered(server: Server) -> int:
+    """Predictions a running crispops server answered (its /metrics counter, all workers)."""
+    import re
+
+    import httpx
+
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    pattern = (
+        r'^crispops_predictions_total\{endpoint="predict",(?:model_tag="[^"]*",)?outcome="ok"\} '
+        r"([0-9.e+]+)$"
+    )
+    return sum(int(float(m)) for m in re.findall(pattern, text, re.M))
+
+
 # -- measurements ----------------------------------------------------------------------------
 def measure_predict(
     server: Server, body: Path, args: argparse.Namespace, res: Results, log: Console
@@ -349,6 +382,118 @@ def measure_log_pair(
         merged.p99_ms = statistics.median(r.p99_ms for r in rs)
         merged.status = {k: sum(r.status.get(k, 0) for r in rs) for k in mid.status}
         res.predict.setdefault(name, {})[c] = merged
+
+
+def measure_router(
+    settings: Settings,
+    champion: Champion,
+    body: Path,
+    tmp: Path,
+    args: argparse.Namespace,
+    res: Results,
+    log: Console,
+) -> None:
+    """The router off, at canary 0% and at canary 10%, interleaved in the same servers."""
+    from crispops.io import write_json
+    from crispops.serving.router import CHECK_EVERY_S, CONFIG_ENV
+
+    config = tmp / "router.json"
+    extra = {"CRISPOPS_MONITORING__PATH": str(tmp / "router-log")}
+    chall = crispops_server(settings, champion, tmp, "challenger", extra, source=True)
+    router = crispops_server(
+        settings, champion, tmp, "router", {**extra, CONFIG_ENV: str(config)}, source=True
+    )
+    weights = {"canary0": 0, "canary10": 10}
+    measure_decision(champion, body, tmp, args.iterations * 10, res, log)
+    with serving(chall), serving(router):
+        res.ready_s["router"] = time.monotonic() - router.started
+        for name in ROUTER_SETTINGS:
+            res.router[name] = {c: [] for c in CONCURRENCY}
+        for r in range(args.router_rounds):
+            for name in ROUTER_SETTINGS:
+                if name == "off":
+                    config.unlink(missing_ok=True)
+                else:
+                    write_json(
+                        config,
+                        {
+                            "mode": "canary",
+                            "weight": weights[name],
+                            "challenger_url": chall.url,
+                            "challenger_model_tag": champion.model_tag + "-challenger",
+                        },
+                    )
+                time.sleep(CHECK_EVERY_S + 0.3)  # the router looks at the file once a second
+                probe(router, "/predict", body)
+                if r == 0 and name == "off":
+                    log.print(f"  router: ready; warming up {args.warmup:g} s")
+                    run_hey(router.url + "/predict", body, max(CONCURRENCY), args.warmup)
+                for c in CONCURRENCY:
+                    quiet(args, log)
+                    log.print(
+                        f"  router round {r + 1}/{args.router_rounds}: {ROUTER_LABELS[name]}, "
+                        f"/predict at {c} connection(s), {args.duration:g} s"
+                    )
+                    res.router[name][c].append(
+                        run_hey(router.url + "/predict", body, c, args.duration, server=router)
+                    )
+
+
+def measure_decision(
+    champion: Champion, body: Path, tmp: Path, n: int, res: Results, log: Console
+) -> None:
+    """In process, no HTTP: the router's decision for one record (off: no settings
+    file; canary 0%: the record hashed, nothing routed) beside the model's predict."""
+    import bentoml
+
+    from crispops.io import write_json
+    from crispops.serving.router import CONFIG_ENV
+    from crispops.serving.service import Predictor, _Router
+
+    bento_model = bentoml.models.get(champion.model_tag)
+    predictor = Predictor(
+        Path(bento_model.path), dict(bento_model.info.metadata), champion.model_tag
+    )
+    record = json.loads(body.read_text())["records"][0]
+    log.print(f"  router decision in process: {n} calls each")
+    res.router_inprocess["predict"] = time_calls(lambda: predictor.predict_rows([record]), n)
+    settings_file = tmp / "decision.json"
+    saved = os.environ.get(CONFIG_ENV)
+    try:
+        for name, cfg in (("off", None), ("canary0", {"mode": "canary", "weight": 0})):
+            if cfg is None:
+                settings_file.unlink(missing_ok=True)
+            else:
+                write_json(settings_file, {**cfg, "challenger_url": "http://127.0.0.1:9"})
+            os.environ[CONFIG_ENV] = str(settings_file)
+            router = _Router(predictor, None, {})
+
+            def decide(r: Any = router) -> Any:
+                rows, ids = [dict(record)], [uuid.uuid4().hex]
+                return r.plan("predict", rows, ids)
+
+            assert decide() is None  # nothing routed, at either setting
+            res.router_inprocess[name] = time_calls(decide, n)
+    finally:
+        if saved is None:
+            os.environ.pop(CONFIG_ENV, None)
+        else:
+            os.environ[CONFIG_ENV] = saved
+
+
+def _median(values: list[float]) -> float:
+    clean = sorted(v for v in values if not math.isnan(v))
+    if not clean:
+        return math.nan
+    mid = len(clean) // 2
+    return clean[mid] if len(clean) % 2 else (clean[mid - 1] + clean[mid]) / 2
+
+
+def router_figure(res: Results, name: str, c: int, metric: str) -> float:
+    runs = res.router.get(name, {}).get(c, [])
+    if metric == "errors":
+        return float(sum(r.errors for r in runs))
+    return _median([_figure(r, metric) for r in runs])
 
 
 def quiet(args: argparse.Namespace, log: Console) -> None:
@@ -716,6 +861,50 @@ def log_table(res: Results) -> Any:
     return table
 
 
+def router_table(res: Results) -> Any:
+    """/predict through the router: off (one model), canary 0%, canary 10%."""
+    from rich.table import Table
+
+    rounds = len(next(iter(res.router.get("off", {}).values()), []))
+    table = Table(
+        title=f"The router: single-record POST /predict, median of {rounds} interleaved "
+        "rounds (issue 14)",
+        caption="added = against one model (off); canary 10%: a tenth of the requests "
+        "answered by the challenger's server over HTTP",
+    )
+    table.add_column("figure")
+    for name in ROUTER_SETTINGS:
+        table.add_column(
+            ROUTER_LABELS[name], justify="right", style="bold" if name == "canary0" else None
+        )
+    table.add_column("added, 0%", justify="right")
+    table.add_column("added, 10%", justify="right")
+    for c in CONCURRENCY:
+        for metric, label in (("rps", "req/s"), ("p50", "p50 ms"), ("p99", "p99 ms")):
+            cells = [router_figure(res, n, c, metric) for n in ROUTER_SETTINGS]
+            base = cells[0]
+            added = [
+                f"{(x / base - 1):+.1%}" if base and not math.isnan(base) else "-"
+                for x in cells[1:]
+            ]
+            table.add_row(f"{label} @ {c} conn", *[_fmt(metric, x) for x in cells], *added)
+        errors = [str(int(router_figure(res, n, c, "errors"))) for n in ROUTER_SETTINGS]
+        table.add_row(f"errors @ {c} conn", *errors, "", "", end_section=True)
+    ip = res.router_inprocess
+    if ip:
+        off, zero, pred = ip["off"].p50_ms, ip["canary0"].p50_ms, ip["predict"].p50_ms
+        table.add_row(
+            "in process: decision µs (median)",
+            f"{off * 1000:.2f}",
+            f"{zero * 1000:.2f}",
+            "",
+            f"{(zero - off) / pred:+.2%} of predict",
+            "",
+        )
+        table.add_row("in process: predict 1 row ms", f"{pred:.3f}", "", "", "", "")
+    return table
+
+
 def inprocess_table(res: Results) -> Any:
     from rich.table import Table
 
@@ -771,7 +960,9 @@ def entity_table(res: Results) -> Any:
 
 
 def targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
-    """(target, measured, limit, passed) for each of issue 4's targets."""
+    """(target, measured, limit, passed) for each of issue 4's targets (and 13's, 14's)."""
+    if not res.predict:  # --router-only
+        return router_targets(res)
     nan = LoadResult(0, 0)
     mine = res.predict.get("crispops", {}).get(16, nan)
     default = res.predict.get("bentoml_default", {}).get(16, nan)
@@ -829,6 +1020,9 @@ def targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
                     res.answered <= res.log_records <= top,
                 )
             )
+    out += router_targets(res)
+    if not res.entity_http and not res.entity_baseline:
+        return out
     one = res.entity_http.get(1, LoadResult(1, 0))
     out.append(
         (
@@ -853,10 +1047,39 @@ def targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
     return out
 
 
+def router_targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
+    out: list[tuple[str, str, str, bool | None]] = []
+    if res.router:
+        for c in CONCURRENCY:
+            base = router_figure(res, "off", c, "p50")
+            mine = router_figure(res, "canary0", c, "p50")
+            added = mine / base - 1 if base and not math.isnan(base) else math.nan
+            out.append(
+                (
+                    f"/predict p50 @ {c} conn added by the router (canary 0%)",
+                    f"{added:+.1%} ({_ms(mine)} vs {_ms(base)} ms)",
+                    f"<= {ROUTER_P50_ADDED:.0%}",
+                    None if math.isnan(added) else added <= ROUTER_P50_ADDED,
+                )
+            )
+    ip = res.router_inprocess
+    if ip:
+        extra = (ip["canary0"].p50_ms - ip["off"].p50_ms) / ip["predict"].p50_ms
+        out.append(
+            (
+                "router decision (canary 0%) in process, share of a 1-row predict",
+                f"{extra:+.2%} ({ip['canary0'].p50_ms * 1000:.1f} µs)",
+                f"<= {ROUTER_P50_ADDED:.0%}",
+                extra <= ROUTER_P50_ADDED,
+            )
+        )
+    return out
+
+
 def targets_table(res: Results) -> Any:
     from rich.table import Table
 
-    table = Table(title="Targets (issues 4 and 13)")
+    table = Table(title="Targets (issues 4, 13 and 14)")
     table.add_column("target")
     table.add_column("measured", justify="right")
     table.add_column("limit", justify="right")
@@ -879,7 +1102,10 @@ def report(res: Results, console: Console) -> None:
         f"{platform.python_version()}, load by {hey_binary()}, warm-up {res.warmup_s:g} s; "
         f"servers ready after {ready}"
     )
-    console.print(predict_table(res))
+    if res.predict:
+        console.print(predict_table(res))
+    if res.router:
+        console.print(router_table(res))
     if "crispops_nolog" in res.predict:
         console.print(log_table(res))
     if res.inprocess:
@@ -896,6 +1122,11 @@ def to_json(res: Results) -> dict[str, Any]:
     data["predict"] = {
         name: {str(c): {**asdict(r), "errors": r.errors} for c, r in runs.items()}
         for name, runs in res.predict.items()
+    }
+    data["router_inprocess"] = {k: asdict(v) for k, v in res.router_inprocess.items()}
+    data["router"] = {
+        name: {str(c): [asdict(r) for r in runs] for c, runs in by_c.items()}
+        for name, by_c in res.router.items()
     }
     data["entity_http"] = {
         str(n): {**asdict(r), "errors": r.errors} for n, r in res.entity_http.items()
@@ -941,6 +1172,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--log-only",
         action="store_true",
         help="measure only crispops' /predict with the prediction log on and off",
+    )
+    p.add_argument(
+        "--router-only",
+        action="store_true",
+        help="measure only /predict through the router: off, canary 0%%, canary 10%%",
+    )
+    p.add_argument(
+        "--router-rounds", type=int, default=3, help="interleaved rounds of the router's figures"
     )
     p.add_argument(
         "--crispops",
@@ -997,6 +1236,12 @@ def run(args: argparse.Namespace, tmp: Path, log: Console) -> Results:
     contract, record, entities = sample_inputs(settings)
     body = write_body(tmp / "predict-1.json", [record])
 
+    if args.router_only:
+        log.print("/predict through the router (off, canary 0%, canary 10%)")
+        measure_router(settings, champion, body, tmp, args, res, log)
+        res.notes.append("--router-only: the other rows skipped")
+        return res
+
     if not args.log_only:
         log.print("in-process predict")
         quiet(args, log)
@@ -1017,6 +1262,9 @@ def run(args: argparse.Namespace, tmp: Path, log: Console) -> Results:
         return res
     measure_predict(bentoml_default_server(model_file, tmp, args), body, args, res, log)
     measure_predict(fastapi_server(model_file, tmp, args), body, args, res, log)
+
+    log.print("/predict through the router (off, canary 0%, canary 10%)")
+    measure_router(settings, champion, body, tmp, args, res, log)
 
     if args.no_redis:
         res.notes.append("/predict_entity on Redis skipped (--no-redis)")

@@ -109,3 +109,83 @@ def bentos(project: Path) -> set[str]:
 
     root = load_settings(project).bentoml_home / "bentos"
     return {f"{p.parent.name}:{p.name}" for p in root.glob("*/*") if p.is_dir()}
+
+
+def package_challenger(project: Path, weak: bool = True) -> dict[str, str]:
+    """Package a challenger beside the project's champion, as a run the gate kept out
+    would: its model saved with the champion's metadata, its Bento built, the registry
+    entry ``challenger``. With ``weak`` the model is the champion's preprocessing before
+    a constant classifier (every score the same: the arms' distributions diverge);
+    without, a copy of the champion's model under its own tag. Runs in a subprocess
+    (BentoML reads its home once per process); returns ``model_tag`` and ``bento_tag``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = "import json, sys; from support.projects import _package_challenger; " + (
+        "print(json.dumps(_package_challenger(sys.argv[1], sys.argv[2] == '1')))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(project), "1" if weak else "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _package_challenger(project: str, weak: bool) -> dict[str, str]:
+    import tempfile
+
+    import joblib
+    import pandas as pd
+    from sklearn.dummy import DummyClassifier
+    from sklearn.pipeline import Pipeline
+
+    from crispops import registry
+    from crispops.champion import read_champion
+    from crispops.config import load_settings
+    from crispops.serving import packaging
+
+    s = load_settings(Path(project))
+    packaging.bentoml_home(s.bentoml_home)
+    import bentoml
+
+    champion = read_champion(s.champion_file)
+    assert champion is not None, f"{s.champion_file}: no champion"
+    info = bentoml.models.get(champion.model_tag).info
+    model = joblib.load(packaging.model_path(champion.model_tag))
+    if weak:
+        labels = pd.read_parquet(s.label_source_path)
+        constant = DummyClassifier().fit([[0]] * len(labels), labels[s.data.label])
+        model = Pipeline([("prep", model.named_steps["prep"]), ("model", constant)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / packaging.MODEL_FILE
+        joblib.dump(model, path)
+        name = champion.model_tag.split(":", 1)[0]
+        tags = {**info.labels, "stage": "challenger"}
+        model_tag = packaging.save_model(name, path, labels=tags, metadata=dict(info.metadata))
+    bento_tag = packaging.build_bento(
+        model_tag, name=champion.bento_tag.split(":", 1)[0], labels=tags, work_dir=s.state_path
+    )
+    registry.register(
+        s.models_file,
+        registry.ModelEntry(
+            model_tag=model_tag,
+            bento_tag=bento_tag,
+            status="challenger",
+            metric=champion.metric,
+            score=0.5 if weak else champion.score,
+            candidate="constant" if weak else champion.candidate,
+            created_at=registry.now(),
+            verdict="kept_champion",
+            reason="packaged by the tests",
+        ),
+    )
+    return {"model_tag": model_tag, "bento_tag": bento_tag}

@@ -128,10 +128,22 @@ def test_metrics_count_predictions_by_outcome(client: Any, record: dict[str, Any
         "/predict_entity",
         json={"records": [{"customer_id": -7, "requested_amount": 1.0, "term_months": 12}]},
     )
+    import re
+
     text = client.get("/metrics").text
-    assert 'crispops_predictions_total{endpoint="predict",outcome="ok"}' in text
-    assert 'endpoint="predict_entity",outcome="error"' in text
-    assert "crispops_predict_seconds_bucket" in text
+    tag = client.get("/metadata").json()["model_tag"]
+    ok = re.search(
+        r'^crispops_predictions_total\{endpoint="predict",model_tag="([^"]+)",outcome="ok"\} ',
+        text,
+        re.M,
+    )
+    assert ok is not None and ok.group(1) == tag, text[:2000]  # labelled by the model
+    assert f'endpoint="predict_entity",model_tag="{tag}",outcome="error"' in text
+    assert re.search(
+        rf'^crispops_predict_seconds_bucket\{{endpoint="predict",.*model_tag="{re.escape(tag)}"',
+        text,
+        re.M,
+    )
 
 
 BAD = [

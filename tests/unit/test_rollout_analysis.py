@@ -37,7 +37,7 @@ def arm(
             "score": score,
             "prediction": [json.dumps(int(p > 0.5)) for p in score],
             "error": rng.random(n) < errors,
-            "latency_ms": rng.gamma(4, latency / 4, n),
+            "latency_s": rng.gamma(4, latency / 4, n) / 1000.0,  # as the service logs it
         }
     )
 

@@ -30,8 +30,36 @@ def serve(
         int | None, typer.Option(min=1, max=65535, help="Port (default: serving.port).")
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address (default: serving.host).")] = None,
+    challenger: Annotated[
+        str | None,
+        typer.Option(
+            help="A challenger's model or Bento tag (`crispops models`): served beside the "
+            "champion, which routes to it (with --shadow or --canary)."
+        ),
+    ] = None,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="Every answer from the champion; the challenger scores the same "
+            "records off the request path, and both are logged.",
+        ),
+    ] = False,
+    canary: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=100,
+            help="Percent of entities (by a stable hash of their keys) the challenger answers.",
+        ),
+    ] = None,
+    challenger_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="The challenger's port (default: port + 1)."),
+    ] = None,
 ) -> None:
-    """Serve the current champion's Bento on this machine (`bentoml serve`)."""
+    """Serve the current champion's Bento on this machine (`bentoml serve`); with
+    --challenger, a challenger beside it in shadow or canary."""
     from crispops.champion import read_champion
     from crispops.serving.runtime import serve_argv, serving_env
 
@@ -39,13 +67,118 @@ def serve(
     champion = read_champion(s.champion_file)
     if champion is None:
         raise UserError(f"{s.project_dir}: no champion yet; run `crispops run` first")
+    host = host or s.serving.host
+    port = port or s.serving.port
     envs = {**os.environ, **serving_env(s)}
-    argv = serve_argv(champion.bento_tag, host or s.serving.host, port or s.serving.port)
-    err.print(
-        f"serving {champion.bento_tag} ({champion.metric} {champion.score:.4f}) on "
-        f"http://{host or s.serving.host}:{port or s.serving.port}"
-    )
-    os.execve(sys.executable, argv, envs)
+    argv = serve_argv(champion.bento_tag, host, port)
+    if challenger is None:
+        if shadow or canary is not None:
+            raise UserError("--shadow and --canary need --challenger TAG")
+        err.print(
+            f"serving {champion.bento_tag} ({champion.metric} {champion.score:.4f}) on "
+            f"http://{host}:{port}"
+        )
+        os.execve(sys.executable, argv, envs)
+    if shadow == (canary is not None):
+        raise UserError("--challenger needs one of --shadow or --canary PERCENT")
+    _serve_with_challenger(s, champion, challenger, shadow, canary, host, port, challenger_port)
+
+
+def _serve_with_challenger(
+    s: Any,
+    champion: Any,
+    tag: str,
+    shadow: bool,
+    canary: float | None,
+    host: str,
+    port: int,
+    challenger_port: int | None,
+) -> None:
+    """The challenger's `bentoml serve` on its own port, then the champion's, routing to
+    it through a settings file of the project's state; both stopped together."""
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    from crispops.io import write_json
+    from crispops.registry import find
+    from crispops.serving.router import CONFIG_ENV
+    from crispops.serving.runtime import serve_argv, serving_env
+
+    entry = find(s.models_file, tag)
+    if entry.bento_tag == champion.bento_tag:
+        raise UserError(f"--challenger {tag}: that is the champion itself")
+    cport = challenger_port or port + 1
+    if cport == port:
+        raise UserError(f"--challenger-port {cport} is the champion's port")
+    url = f"http://127.0.0.1:{cport}"
+    config = {
+        "mode": "shadow" if shadow else "canary",
+        "weight": 100 if shadow else canary,
+        "challenger_url": url,
+        "challenger_model_tag": entry.model_tag,
+        "challenger_bento_tag": entry.bento_tag,
+        "champion_bento_tag": champion.bento_tag,
+    }
+    config_file = write_json(s.state_path / "router.json", config)
+    envs = {**os.environ, **serving_env(s)}
+    envs.pop(CONFIG_ENV, None)  # the challenger routes nowhere
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    def stop(*_: Any) -> None:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def on_term(*_: Any) -> None:
+        stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        err.print(f"challenger {entry.bento_tag} ({entry.status}) on {url}", highlight=False)
+        chall = start(serve_argv(entry.bento_tag, "127.0.0.1", cport), envs)
+        deadline = time.monotonic() + 180
+        while True:
+            if chall.poll() is not None:
+                raise UserError(f"the challenger's server exited with {chall.returncode}")
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise UserError(f"the challenger on {url} was not ready within 180 s")
+            time.sleep(0.5)
+        how = "shadow (answers from the champion)" if shadow else f"canary {canary:g}%"
+        err.print(
+            f"serving {champion.bento_tag} on http://{host}:{port}, {how} to {entry.model_tag} "
+            f"(router settings: {config_file}; edit its weight to step without a restart)",
+            highlight=False,
+        )
+        champ = start(
+            serve_argv(champion.bento_tag, host, port), {**envs, CONFIG_ENV: str(config_file)}
+        )
+        while champ.poll() is None and chall.poll() is None:
+            time.sleep(0.5)
+        if champ.returncode:
+            raise typer.Exit(champ.returncode)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
 
 
 def _value(text: str) -> Any:

@@ -2,7 +2,7 @@
 
 :func:`analyze` compares the two arms of a shadow or canary rollout over a window of
 the prediction log (records with ``model_tag``, ``score``, ``endpoint``, ``ts``; an
-``error`` / ``outcome`` column and ``latency_ms`` when the service logs them) and
+``error`` / ``outcome`` column and ``latency_s`` when the service logs them) and
 the labels that came back. Each check that can be measured is one reason to fail:
 
 - error rate: the challenger's may exceed the champion's by ``max_error_rate_delta``;
@@ -103,9 +103,10 @@ def _pair_key(df: pd.DataFrame) -> pd.Series:
 
 
 def _p99(df: pd.DataFrame) -> float | None:
-    if "latency_ms" not in df.columns:
+    """The arm's p99 latency in milliseconds, from the log's ``latency_s``."""
+    if "latency_s" not in df.columns:
         return None
-    values = pd.to_numeric(df["latency_ms"], errors="coerce").dropna()
+    values = pd.to_numeric(df["latency_s"], errors="coerce").dropna() * 1000.0
     return None if values.empty else float(np.quantile(values, 0.99))
 
 

@@ -7,8 +7,9 @@ Two kinds of sink, one interface:
     and ``<root>/feedback/*.parquet``, each written atomically (a reader never sees half
     a file; a crash loses at most the batch being written);
 ``postgres`` (a cluster)
-    two tables, ``<prefix>_predictions`` and ``<prefix>_feedback``, keyed by
-    ``request_id``, created when missing.
+    two tables, ``<prefix>_predictions`` (keyed by ``request_id`` and ``model_tag``:
+    in a shadow rollout both models log the same request) and ``<prefix>_feedback``
+    (keyed by ``request_id``), created when missing.
 
 A prediction record: ``request_id``, ``ts`` (UTC), ``model_tag``, ``endpoint``, and as
 JSON text ``entity`` (join key -> value), ``inputs`` (the model's input columns as the
@@ -20,7 +21,7 @@ class's probability), ``outcome`` (``ok``, ``imputed`` or ``error``) and ``laten
 (the seconds the model call took for the batch the record was in). A feedback record:
 ``request_id``, ``label`` (JSON text), ``observed_at`` and ``received_at`` (UTC).
 Labels are idempotent per request id: the last one received wins, and repeating one
-changes nothing.
+changes nothing; a label joins every model's record of its request.
 
 Nothing here imports BentoML: the server writes through it, ``crispops monitor``
 reads through it.
@@ -134,7 +135,7 @@ class Sink(Protocol):
     def read_feedback(self) -> pd.DataFrame: ...
 
     def known(self, request_ids: Iterable[str]) -> dict[str, str]:
-        """request id -> model tag, for the ids that were logged."""
+        """request id -> a model tag that logged it, for the ids that were logged."""
         ...
 
     def close(self) -> None: ...
@@ -225,7 +226,8 @@ class ParquetSink:
             df = df[df["ts"] >= pd.Timestamp(start)]
         if end is not None:
             df = df[df["ts"] < pd.Timestamp(end)]
-        return df.drop_duplicates("request_id", keep="first").reset_index(drop=True)
+        # one record per request and model (shadow: both models log the same request)
+        return df.drop_duplicates(["request_id", "model_tag"], keep="first").reset_index(drop=True)
 
     def read_feedback(self) -> pd.DataFrame:
         return self._read(sorted(self.feedback_dir.glob("*.parquet")), _feedback_frame([]))
@@ -243,7 +245,8 @@ class ParquetSink:
 
 
 class PostgresSink:
-    """Two tables in PostgreSQL, keyed by request id (psycopg 3)."""
+    """Two tables in PostgreSQL: predictions keyed by (request id, model tag), labels by
+    request id (psycopg 3)."""
 
     def __init__(self, dsn: str, prefix: str = "crispops", connect_timeout: float = 3.0) -> None:
         self.dsn = dsn
@@ -266,11 +269,23 @@ class PostgresSink:
         with self._conn.cursor() as cur:
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.predictions} ("
-                "request_id TEXT PRIMARY KEY, ts TIMESTAMPTZ NOT NULL, model_tag TEXT NOT NULL, "
+                "request_id TEXT NOT NULL, ts TIMESTAMPTZ NOT NULL, model_tag TEXT NOT NULL, "
                 "endpoint TEXT NOT NULL, entity TEXT, inputs TEXT, request TEXT, "
                 "prediction TEXT, probabilities TEXT, score DOUBLE PRECISION, imputed TEXT, "
-                "outcome TEXT, latency_s DOUBLE PRECISION)"
+                "outcome TEXT, latency_s DOUBLE PRECISION, PRIMARY KEY (request_id, model_tag))"
             )
+            # tables made when the key was request_id alone: one record per request and model
+            cur.execute(
+                "SELECT i.indnatts FROM pg_index i WHERE i.indrelid = %s::regclass "
+                "AND i.indisprimary",
+                [self.predictions],
+            )
+            key = cur.fetchone()
+            if key is not None and key[0] == 1:
+                cur.execute(
+                    f"ALTER TABLE {self.predictions} DROP CONSTRAINT {self.predictions}_pkey, "
+                    "ADD PRIMARY KEY (request_id, model_tag)"
+                )
             for column, kind in (("outcome", "TEXT"), ("latency_s", "DOUBLE PRECISION")):
                 cur.execute(  # tables made before these columns existed
                     f"ALTER TABLE {self.predictions} ADD COLUMN IF NOT EXISTS {column} {kind}"
@@ -301,7 +316,7 @@ class PostgresSink:
         marks = ", ".join(["%s"] * len(PREDICTION_COLUMNS))
         sql = (
             f"INSERT INTO {self.predictions} ({cols}) VALUES ({marks}) "
-            "ON CONFLICT (request_id) DO NOTHING"
+            "ON CONFLICT (request_id, model_tag) DO NOTHING"
         )
         rows = [tuple(r.row()[c] for c in PREDICTION_COLUMNS) for r in records]
 

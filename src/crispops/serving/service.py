@@ -32,6 +32,7 @@ from crispops.monitoring.log import PredictionLog, make_sink
 from crispops.monitoring.store import FeedbackRecord, PredictionRecord, Sink, SinkError
 from crispops.serving.fastpath import FastPipeline
 from crispops.serving.packaging import MODEL_FILE
+from crispops.serving.router import Challenger, ChallengerError, ConfigFile, bucket, config_path
 from crispops.serving.schemas import (
     REQUEST_ID,
     FeedbackAnswer,
@@ -231,9 +232,11 @@ class Predictor:
         used: list[dict[str, Any]],
         out: list[Prediction],
         elapsed: float,
+        model_tag: str | None = None,
     ) -> list[PredictionRecord]:
         """The log's records for one answered batch (``rows`` as sent, ``used`` the
-        values the model took, aligned with ``out``)."""
+        values the model took, aligned with ``out``), under ``model_tag`` (default: this
+        model's)."""
         ts = datetime.now(UTC)
         keys = self.contract.join_keys if endpoint == "predict_entity" else []
         request = self.contract.request_names
@@ -245,7 +248,7 @@ class Predictor:
                 PredictionRecord(
                     request_id=pred.request_id or "",
                     ts=ts,
-                    model_tag=self.model_tag,
+                    model_tag=model_tag or self.model_tag,
                     endpoint=endpoint,
                     entity={k: row.get(k) for k in keys},
                     inputs={c: _finite(values.get(c)) for c in columns} if values else {},
@@ -378,6 +381,137 @@ def _label(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+class _Router:
+    """The champion's side of a shadow or canary rollout (see crispops.serving.router):
+    which records the challenger answers or mirrors, its calls, and what is logged and
+    counted for it. Mode ``off`` (no settings file) costs a clock read per request."""
+
+    def __init__(
+        self, predictor: Predictor, plog: PredictionLog | None, metrics: dict[str, Any]
+    ) -> None:
+        self.predictor = predictor
+        self.plog = plog
+        self.metrics = metrics
+        self.routes = ConfigFile(config_path())
+        self._challenger: Challenger | None = None
+        self.learned_tag: str | None = None  # the challenger's model tag, from its answers
+        self._seen: Any = None
+        self._quiet_until = 0.0
+
+    def challenger(self) -> Challenger:
+        if self._challenger is None:
+            self._challenger = Challenger()
+        return self._challenger
+
+    def tag(self, cfg: Any) -> str:
+        """The challenger's model tag for its error records: from its answers once it
+        has answered, else from the settings."""
+        return self.learned_tag or cfg.model_tag(self.predictor.model_tag) or "challenger"
+
+    def plan(self, endpoint: str, rows: list[dict[str, Any]], ids: list[str]) -> Any:
+        """(settings, indices of the records the challenger gets), or None: all champion."""
+        cfg = self.routes.current()
+        if not cfg.active:
+            return None
+        if cfg is not self._seen:  # new settings (perhaps another challenger): learn again
+            self._seen, self.learned_tag = cfg, None
+        keys = self.predictor.contract.join_keys if endpoint == "predict_entity" else []
+        chosen = [
+            i
+            for i, (row, rid) in enumerate(zip(rows, ids, strict=True))
+            if bucket({k: row.get(k) for k in keys if row.get(k) is not None}, rid) < cfg.weight
+        ]
+        return (cfg, chosen) if chosen else None
+
+    def send(
+        self, endpoint: str, cfg: Any, rows: list[dict[str, Any]], ids: list[str], chosen: list[int]
+    ) -> Any:
+        body = [{**rows[i], REQUEST_ID: ids[i]} for i in chosen]
+        return self.challenger().call(f"{cfg.challenger_url}/{endpoint}", body, cfg.timeout_s)
+
+    def mirror(
+        self, endpoint: str, cfg: Any, rows: list[dict[str, Any]], ids: list[str], chosen: list[int]
+    ) -> None:
+        """Shadow: the challenger scores the chosen records off the request path (it logs
+        them itself); a failure is logged here as its error records."""
+        body = [{**rows[i], REQUEST_ID: ids[i]} for i in chosen]
+        started = time.perf_counter()
+
+        def done(answers: list[dict[str, Any]] | None, exc: Exception | None) -> None:
+            if answers is not None:
+                self.learn(answers)
+                return
+            self.failed(endpoint, cfg, rows, ids, chosen, exc, time.perf_counter() - started)
+
+        url = f"{cfg.challenger_url}/{endpoint}"
+        if not self.challenger().mirror(url, body, cfg.timeout_s, done):
+            self.metrics["shadow_dropped"].inc(len(chosen))
+
+    def learn(self, answers: list[dict[str, Any]]) -> None:
+        for a in answers:
+            if isinstance(a, dict) and a.get("model_tag"):
+                self.learned_tag = str(a["model_tag"])
+                return
+
+    def receive(
+        self, answers: list[dict[str, Any]], out: list[Prediction], chosen: list[int]
+    ) -> str:
+        """The challenger's answers in place of the champion's; its model tag."""
+        try:
+            preds = [Prediction.model_validate(a) for a in answers]
+        except ValueError as exc:
+            raise ChallengerError(f"the challenger's answer does not parse ({exc})") from None
+        for i, pred in zip(chosen, preds, strict=True):
+            out[i] = pred
+        self.learn(answers)
+        return preds[0].model_tag if preds else self.learned_tag or ""
+
+    def failed(
+        self,
+        endpoint: str,
+        cfg: Any,
+        rows: list[dict[str, Any]],
+        ids: list[str],
+        chosen: list[int],
+        exc: BaseException | None,
+        elapsed: float,
+    ) -> None:
+        """A challenger call that failed: counted, and logged as the challenger's error
+        records (so the rollout's analysis sees its error rate)."""
+        why = str(exc) if exc else "no answer"
+        tag = self.tag(cfg)
+        self.metrics["challenger_errors"].labels(mode=cfg.mode, endpoint=endpoint).inc(len(chosen))
+        self.metrics["predictions"].labels(endpoint=endpoint, outcome="error", model_tag=tag).inc(
+            len(chosen)
+        )
+        now = time.monotonic()
+        if now >= self._quiet_until:  # one line per 30 s, not one per batch
+            self._quiet_until = now + 30.0
+            log.warning("challenger %s (%s, %d records): %s", tag, cfg.mode, len(chosen), why)
+        if self.plog is None:
+            return
+        errs = [
+            Prediction(
+                prediction=None, model_tag=tag, error=f"challenger: {why}", request_id=ids[i]
+            )
+            for i in chosen
+        ]
+        picked = [rows[i] for i in chosen]
+        used: list[dict[str, Any]] = [{} for _ in chosen]
+        self.plog.submit(
+            self.predictor.records(endpoint, picked, used, errs, elapsed, model_tag=tag)
+        )
+
+    def close(self) -> None:
+        if self._challenger is not None:
+            self._challenger.close()
+
+
+def _unrouted(out: list[Prediction], chosen: list[int]) -> list[int]:
+    skip = set(chosen)
+    return [i for i in range(len(out)) if i not in skip]
+
+
 def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     """Build the BentoML service class for one pinned model tag."""
     runtime = serving_runtime()
@@ -406,13 +540,13 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
 
     predictions = bentoml.metrics.Counter(
         name="crispops_predictions",
-        documentation="Predictions served, by endpoint and outcome",
-        labelnames=["endpoint", "outcome"],
+        documentation="Predictions served, by endpoint, outcome and the model that answered",
+        labelnames=["endpoint", "outcome", "model_tag"],
     )
     latency = bentoml.metrics.Histogram(
         name="crispops_predict_seconds",
-        documentation="Time spent predicting, by endpoint",
-        labelnames=["endpoint"],
+        documentation="Time spent predicting, by endpoint and the model that answered",
+        labelnames=["endpoint", "model_tag"],
         buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     )
     log_dropped = bentoml.metrics.Counter(
@@ -422,6 +556,15 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     log_written = bentoml.metrics.Counter(
         name="crispops_prediction_log_written",
         documentation="Prediction log records written to the sink",
+    )
+    challenger_errors = bentoml.metrics.Counter(
+        name="crispops_challenger_errors",
+        documentation="Records whose challenger call failed (canary: the champion answered)",
+        labelnames=["mode", "endpoint"],
+    )
+    shadow_dropped = bentoml.metrics.Counter(
+        name="crispops_shadow_dropped",
+        documentation="Records not mirrored to the challenger (too many mirrors in flight)",
     )
     labels_stored = bentoml.metrics.Counter(
         name="crispops_feedback_labels",
@@ -457,10 +600,20 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                 else None
             )
             self.labels = _Feedback(self.predictor, monitoring, self.plog)
+            self.router = _Router(
+                self.predictor,
+                self.plog,
+                {
+                    "predictions": predictions,
+                    "challenger_errors": challenger_errors,
+                    "shadow_dropped": shadow_dropped,
+                },
+            )
 
         @bentoml.on_shutdown
         def flush_prediction_log(self) -> None:
             """A graceful stop (SIGTERM) writes what is queued before the worker exits."""
+            self.router.close()  # the mirrors in flight first: their errors are logged
             if self.plog is not None:
                 self.plog.close()
                 log.info("prediction log closed: %s", self.plog.stats())
@@ -475,15 +628,27 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
             ids = _request_ids(rows)
+            plan = self.router.plan("predict", rows, ids)
+            pending = self.canary("predict", plan, rows, ids)
             out = _guarded(self.predictor.predict_rows, rows)
             elapsed = time.perf_counter() - started
             for p, rid in zip(out, ids, strict=True):
                 p.request_id = rid
-            if self.plog is not None:
-                self.plog.submit(self.predictor.records("predict", rows, rows, out, elapsed))
-            latency.labels(endpoint="predict").observe(elapsed)
-            predictions.labels(endpoint="predict", outcome="ok").inc(len(out))
-            return out
+            if plan is None:  # the one-model path, as lean as before the router
+                if self.plog is not None:
+                    self.plog.submit(self.predictor.records("predict", rows, rows, out, elapsed))
+                latency.labels(endpoint="predict", model_tag=model_tag).observe(elapsed)
+                predictions.labels(endpoint="predict", outcome="ok", model_tag=model_tag).inc(
+                    len(out)
+                )
+                return out
+            answers, exc = None, None
+            if pending is not None:
+                try:
+                    answers = pending.result(timeout=plan[0].timeout_s + 1.0)
+                except Exception as e:  # whatever the challenger did, the champion answers
+                    exc = e
+            return self.settle("predict", plan, rows, rows, ids, out, started, answers, exc)
 
         @bentoml.api
         async def predict_entity(self, records: EntityRecords) -> list[Prediction]:
@@ -494,24 +659,92 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
             ids = _request_ids(rows)
+            plan = self.router.plan("predict_entity", rows, ids)
+            pending = self.canary("predict_entity", plan, rows, ids)
             used: list[dict[str, Any]] = []
             lookup = functools.partial(self.predictor.lookup, self.runtime, used=used)
             out = _guarded(lookup, rows)
             elapsed = time.perf_counter() - started
             for p, rid in zip(out, ids, strict=True):
                 p.request_id = rid
-            if self.plog is not None:
-                recs = self.predictor.records(
-                    "predict_entity", rows, used[-len(rows) :], out, elapsed
+            used = used[-len(rows) :]
+            if plan is None:
+                if self.plog is not None:
+                    recs = self.predictor.records("predict_entity", rows, used, out, elapsed)
+                    self.plog.submit(recs)
+                latency.labels(endpoint="predict_entity", model_tag=model_tag).observe(elapsed)
+                self.count("predict_entity", out)
+                return out
+            answers, exc = None, None
+            if pending is not None:
+                try:
+                    answers = await asyncio.wait_for(
+                        asyncio.wrap_future(pending), plan[0].timeout_s + 1.0
+                    )
+                except Exception as e:  # whatever the challenger did, the champion answers
+                    exc = e
+            return self.settle("predict_entity", plan, rows, used, ids, out, started, answers, exc)
+
+        def canary(
+            self, endpoint: str, plan: Any, rows: list[dict[str, Any]], ids: list[str]
+        ) -> Any:
+            """Canary: the challenger's call starts before the champion scores (the two
+            overlap); the champion's answers stay the fallback."""
+            if plan is None or plan[0].mode != "canary":
+                return None
+            return self.router.send(endpoint, plan[0], rows, ids, plan[1])
+
+        def settle(
+            self,
+            endpoint: str,
+            plan: Any,
+            rows: list[dict[str, Any]],
+            used: list[dict[str, Any]],
+            ids: list[str],
+            out: list[Prediction],
+            started: float,
+            answers: list[dict[str, Any]] | None,
+            exc: BaseException | None,
+        ) -> list[Prediction]:
+            """A routed batch: the challenger's answers in (canary) or the records
+            mirrored to it (shadow); the champion's own answers logged and counted."""
+            cfg, chosen = plan
+            elapsed = time.perf_counter() - started
+            mine = list(range(len(out)))
+            if cfg.mode == "shadow":
+                self.router.mirror(endpoint, cfg, rows, ids, chosen)
+            else:
+                if exc is None and answers is not None:
+                    try:
+                        tag = self.router.receive(answers, out, chosen)
+                        mine = _unrouted(out, chosen)
+                        latency.labels(endpoint=endpoint, model_tag=tag).observe(elapsed)
+                        self.count(endpoint, [out[i] for i in chosen])
+                    except ChallengerError as e:
+                        exc = e
+                if exc is not None:  # the champion's answers stand in
+                    self.router.failed(endpoint, cfg, rows, ids, chosen, exc, elapsed)
+            if self.plog is not None and mine:
+                self.plog.submit(
+                    self.predictor.records(
+                        endpoint,
+                        [rows[i] for i in mine],
+                        [used[i] for i in mine],
+                        [out[i] for i in mine],
+                        elapsed,
+                    )
                 )
-                self.plog.submit(recs)
-            latency.labels(endpoint="predict_entity").observe(elapsed)
+            if mine:
+                latency.labels(endpoint=endpoint, model_tag=model_tag).observe(elapsed)
+                self.count(endpoint, [out[i] for i in mine])
+            return out
+
+        def count(self, endpoint: str, out: list[Prediction]) -> None:
             for p in out:
                 outcome = "error" if p.error else ("imputed" if p.imputed else "ok")
-                predictions.labels(endpoint="predict_entity", outcome=outcome).inc()
-                if p.error:
+                predictions.labels(endpoint=endpoint, outcome=outcome, model_tag=p.model_tag).inc()
+                if p.error and endpoint == "predict_entity":
                     log.warning("predict_entity: %s", p.error)
-            return out
 
         @bentoml.api
         def feedback(self, records: FeedbackRecords) -> FeedbackAnswer:

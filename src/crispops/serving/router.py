@@ -1,0 +1,274 @@
+"""The champion's router: which model answers a record, and the challenger's calls.
+
+The champion's service is the router. Its settings are one JSON file, the one the
+cluster's rollout writes into the ConfigMap ``crispops-rollout`` (mounted at
+``/etc/crispops/rollout/rollout.json``; ``$CRISPOPS_ROUTER_CONFIG`` names another
+file, as `crispops serve --challenger` does locally)::
+
+    {"mode": "off" | "shadow" | "canary", "weight": 10,
+     "challenger_url": "http://crispops-model-service-challenger.crispops.svc:3000",
+     "challenger_model_tag": "...", "challenger_bento_tag": "...", "timeout_s": 1.0}
+
+The file is re-read when its mtime changes, checked at most once a second, so a
+rollout steps its weight with one ConfigMap write and no restart; a missing file is
+mode ``off``, an unreadable one keeps the last good settings (and says so once).
+
+Routing is by a stable hash: :func:`bucket` maps the entity keys (sorted
+``key=value`` pairs, BLAKE2b) or, for a record without keys, its request id, to a
+number in [0, 100); the record goes to (canary) or is mirrored to (shadow) the
+challenger when that number is below ``weight``. One entity always meets the same
+model, at every worker and replica.
+
+The challenger is a crispops model service of its own (a second `bentoml serve`
+locally, a second Deployment on a cluster) that logs its own answers; the router
+calls it over HTTP with a short timeout on an event loop of its own (one thread per
+worker), so neither a slow nor a failing challenger reaches the champion's answers in
+shadow. In canary a failed call falls back to the champion's answer; the failure is
+counted and logged as an ``error`` record under the challenger's tag, which the
+rollout's analysis sees as the challenger's error rate.
+
+Nothing here imports BentoML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("crispops.serving.router")
+
+#: The variable naming the router's settings file (default: the ConfigMap's mount).
+CONFIG_ENV = "CRISPOPS_ROUTER_CONFIG"
+DEFAULT_CONFIG = Path("/etc/crispops/rollout/rollout.json")
+MODES = ("off", "shadow", "canary")
+#: Least seconds between two looks at the settings file's mtime.
+CHECK_EVERY_S = 1.0
+#: Challenger calls in flight per worker for shadow scoring; beyond it a mirror is dropped.
+MAX_SHADOW_IN_FLIGHT = 64
+
+
+class RouterConfigError(ValueError):
+    """The router's settings file says something it cannot use; the message says what."""
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    mode: str = "off"
+    weight: float = 0.0
+    challenger_url: str | None = None
+    challenger_tag: str | None = None  # the challenger's model tag, as the log carries it
+    challenger_bento_tag: str | None = None
+    timeout_s: float = 1.0
+
+    def model_tag(self, champion_model_tag: str) -> str | None:
+        """The challenger's model tag: as given, else from its Bento tag (a crispops Bento
+        carries its model's version, and both models are named by the FeatureService,
+        as the champion's is) - what the cluster's rollout.json gives."""
+        if self.challenger_tag:
+            return self.challenger_tag
+        if self.challenger_bento_tag and ":" in self.challenger_bento_tag:
+            name = champion_model_tag.split(":", 1)[0]
+            return f"{name}:{self.challenger_bento_tag.split(':', 1)[1]}"
+        return None
+
+    @property
+    def active(self) -> bool:
+        """Records are hashed (at weight 0 too: a rollout's first moments cost that)."""
+        return self.mode != "off" and bool(self.challenger_url)
+
+    @classmethod
+    def parse(cls, data: Any, where: str = "router settings") -> RouteConfig:
+        if not isinstance(data, Mapping):
+            raise RouterConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        mode = data.get("mode", "off")
+        if mode not in MODES:
+            raise RouterConfigError(f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
+        weight = data.get("weight", 100 if mode == "shadow" else 0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise RouterConfigError(f"{where}: weight {weight!r} is not a number")
+        if not 0 <= float(weight) <= 100:
+            raise RouterConfigError(f"{where}: weight {weight!r} is not within 0..100 (percent)")
+        url = data.get("challenger_url")
+        if mode != "off" and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+            raise RouterConfigError(
+                f"{where}: mode {mode} needs challenger_url (http://host:port), got {url!r}"
+            )
+        timeout = data.get("timeout_s", 1.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise RouterConfigError(f"{where}: timeout_s {timeout!r} is not a positive number")
+        tag = data.get("challenger_model_tag")
+        bento = data.get("challenger_bento_tag")
+        return cls(
+            mode=mode,
+            weight=float(weight),
+            challenger_url=url.rstrip("/") if isinstance(url, str) else None,
+            challenger_tag=str(tag) if tag else None,
+            challenger_bento_tag=str(bento) if bento else None,
+            timeout_s=float(timeout),
+        )
+
+
+def config_path() -> Path:
+    from crispops.config import env
+
+    return Path(env(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+class ConfigFile:
+    """The settings file, re-read when its mtime changes (looked at once a second at
+    most: a request pays a clock read, a stat once a second)."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.clock = clock
+        self.config = RouteConfig()
+        self._mtime: float | None = None
+        self._next = 0.0
+        self._warned: str | None = None
+        self._lock = threading.Lock()
+        self.current(force=True)
+
+    def current(self, force: bool = False) -> RouteConfig:
+        now = self.clock()
+        if not force and now < self._next:
+            return self.config
+        with self._lock:
+            self._next = now + CHECK_EVERY_S
+            try:
+                mtime = self.path.stat().st_mtime_ns
+            except OSError:
+                if self._mtime is not None:
+                    log.info("router: %s is gone; routing off", self.path)
+                self._mtime, self.config = None, RouteConfig()
+                return self.config
+            if mtime == self._mtime:
+                return self.config
+            try:
+                config = RouteConfig.parse(json.loads(self.path.read_text()), str(self.path))
+            except (OSError, ValueError) as exc:  # RouterConfigError and JSON errors
+                if str(exc) != self._warned:
+                    log.warning("router: %s; keeping %s", exc, self.config)
+                    self._warned = str(exc)
+                return self.config
+            self._mtime, self._warned = mtime, None
+            if config != self.config:
+                log.info("router: %s", config)
+            self.config = config
+            return config
+
+
+def bucket(keys: Mapping[str, Any] | None, request_id: str) -> float:
+    """A stable number in [0, 100) for a record: from its entity keys (sorted
+    ``key=value`` pairs) when it has any, else from its request id."""
+    text = "&".join(f"{k}={keys[k]}" for k in sorted(keys)) if keys else f"request_id={request_id}"
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100
+
+
+class ChallengerError(RuntimeError):
+    """A call to the challenger failed (unreachable, slow, an error status, a bad body)."""
+
+
+class Challenger:
+    """Calls to the challenger's service on an event loop of this worker's own."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="crispops-router", daemon=True
+        )
+        self._thread.start()
+        self._client: Any = None
+        self.shadow_in_flight = 0
+        self._count = threading.Lock()
+        self._tasks: set[concurrent.futures.Future[Any]] = set()
+
+    def _http(self) -> Any:
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=MAX_SHADOW_IN_FLIGHT * 2)
+            )
+        return self._client
+
+    async def _post(self, url: str, body: Any, timeout: float) -> list[dict[str, Any]]:
+        import httpx
+
+        try:
+            resp = await self._http().post(url, json=body, timeout=timeout)
+        except httpx.TimeoutException:
+            raise ChallengerError(f"{url}: no answer within {timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            raise ChallengerError(f"{url}: {type(exc).__name__} {exc}") from None
+        if resp.status_code != 200:
+            raise ChallengerError(f"{url}: answered {resp.status_code} {resp.text[:200]}")
+        try:
+            answers = resp.json()
+        except ValueError:
+            raise ChallengerError(f"{url}: the answer is not JSON") from None
+        if not isinstance(answers, list) or len(answers) != len(body["records"]):
+            raise ChallengerError(f"{url}: expected {len(body['records'])} answers")
+        return answers
+
+    def call(
+        self, url: str, records: Sequence[Mapping[str, Any]], timeout: float
+    ) -> concurrent.futures.Future[list[dict[str, Any]]]:
+        """POST ``records`` to ``url`` on the router's loop; the answers, in order."""
+        coro = self._post(url, {"records": list(records)}, timeout)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def mirror(
+        self,
+        url: str,
+        records: Sequence[Mapping[str, Any]],
+        timeout: float,
+        on_done: Callable[[list[dict[str, Any]] | None, Exception | None], None],
+    ) -> bool:
+        """Shadow: send ``records`` and return at once; ``on_done`` runs on the router's
+        thread with the answers or the error. False (nothing sent) when too many mirrors
+        are in flight already."""
+        with self._count:
+            if self.shadow_in_flight >= MAX_SHADOW_IN_FLIGHT:
+                return False
+            self.shadow_in_flight += 1
+        fut = self.call(url, records, timeout)
+        self._tasks.add(fut)
+
+        def done(f: concurrent.futures.Future[list[dict[str, Any]]]) -> None:
+            with self._count:
+                self.shadow_in_flight -= 1
+            self._tasks.discard(f)
+            try:
+                exc = f.exception()
+                on_done(None if exc else f.result(), exc if isinstance(exc, Exception) else None)
+            except Exception:  # a callback must never take the router's thread down
+                log.exception("router: shadow callback failed")
+
+        fut.add_done_callback(done)
+        return True
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait for the mirrors in flight (a graceful stop)."""
+        concurrent.futures.wait(list(self._tasks), timeout=timeout)
+
+    def close(self) -> None:
+        self.drain()
+
+        async def shut() -> None:
+            if self._client is not None:
+                await self._client.aclose()
+
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,0 +1,126 @@
+"""The router's pure parts: the stable hash, its settings file and how it is re-read,
+and the challenger's client against a port nothing listens on."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from crispops.serving.router import (
+    Challenger,
+    ChallengerError,
+    ConfigFile,
+    RouteConfig,
+    RouterConfigError,
+    bucket,
+)
+from support.servers import free_port
+
+
+def test_bucket_is_stable_uniform_and_independent_of_key_order() -> None:
+    a = bucket({"zipcode": 10001, "dob_ssn": "19530219_5179"}, "r1")
+    assert a == bucket({"dob_ssn": "19530219_5179", "zipcode": 10001}, "other-request")
+    assert 0 <= a < 100
+    # records without keys: by request id
+    assert bucket({}, "abc") == bucket(None, "abc") != bucket({}, "abd")
+    shares = [bucket({"customer_id": i}, "") < 10 for i in range(20_000)]
+    assert abs(sum(shares) / len(shares) - 0.10) < 0.01
+    # a known value pins the hash (blake2b of the sorted pairs, never Python's hash())
+    import hashlib
+
+    digest = hashlib.blake2b(b"customer_id=1001", digest_size=8).digest()
+    assert bucket({"customer_id": 1001}, "x") == int.from_bytes(digest, "big") / 2**64 * 100
+
+
+def test_route_config_parses_what_the_cluster_writes() -> None:
+    # rollout.json as RolloutState.router_config() writes it
+    cfg = RouteConfig.parse(
+        {
+            "mode": "canary",
+            "weight": 10,
+            "challenger_url": "http://crispops-model-service-challenger.crispops.svc:3000/",
+            "challenger_bento_tag": "credit_default:abc",
+            "champion_bento_tag": "credit_default:def",
+        }
+    )
+    assert cfg.active and cfg.weight == 10.0 and cfg.timeout_s == 1.0
+    assert cfg.challenger_url == "http://crispops-model-service-challenger.crispops.svc:3000"
+    # the cluster gives Bento tags; the model tag the log carries is derived from it
+    assert cfg.challenger_tag is None and cfg.challenger_bento_tag == "credit_default:abc"
+    assert cfg.model_tag("credit_default_v1:def") == "credit_default_v1:abc"
+    given = RouteConfig.parse({"mode": "off", "challenger_model_tag": "m:1"})
+    assert given.model_tag("x:y") == "m:1"
+    assert RouteConfig.parse({"mode": "shadow", "challenger_url": "http://h:1"}).weight == 100
+    assert not RouteConfig.parse({"mode": "off", "weight": 0}).active
+    # weight 0 still hashes each record (nothing is routed): the router's own cost
+    assert RouteConfig.parse({"mode": "canary", "weight": 0, "challenger_url": "http://h"}).active
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ([], "expected a JSON object"),
+        ({"mode": "blue-green"}, "mode 'blue-green' is not one of off, shadow, canary"),
+        ({"mode": "canary", "weight": 150, "challenger_url": "http://h"}, "not within 0..100"),
+        ({"mode": "canary", "weight": "ten", "challenger_url": "http://h"}, "not a number"),
+        ({"mode": "canary", "weight": 10}, "needs challenger_url"),
+        ({"mode": "shadow", "challenger_url": "h:3000"}, "needs challenger_url"),
+        ({"mode": "shadow", "challenger_url": "http://h", "timeout_s": 0}, "timeout_s 0"),
+    ],
+)
+def test_route_config_names_what_is_wrong(data: object, says: str) -> None:
+    with pytest.raises(RouterConfigError, match=says):
+        RouteConfig.parse(data, "rollout.json")
+
+
+def test_config_file_is_re_read_when_it_changes_at_most_once_a_second(tmp_path: Path) -> None:
+    path = tmp_path / "rollout.json"
+    now = [0.0]
+    f = ConfigFile(path, clock=lambda: now[0])
+    assert f.current().mode == "off"  # no file: off
+
+    def write(data: object, mtime: int) -> None:
+        path.write_text(json.dumps(data))
+        os.utime(path, ns=(mtime, mtime))
+
+    write({"mode": "canary", "weight": 10, "challenger_url": "http://h:1"}, 1_000_000_000)
+    assert f.current().mode == "off"  # looked less than a second ago
+    now[0] = 1.5
+    assert (f.current().mode, f.current().weight) == ("canary", 10.0)
+    write({"mode": "canary", "weight": 50, "challenger_url": "http://h:1"}, 2_000_000_000)
+    now[0] = 2.0
+    assert f.current().weight == 10.0
+    now[0] = 2.6
+    assert f.current().weight == 50.0
+    # a broken file keeps the last good settings
+    path.write_text("{not json")
+    os.utime(path, ns=(3_000_000_000, 3_000_000_000))
+    now[0] = 4.0
+    assert f.current().weight == 50.0
+    path.unlink()
+    now[0] = 5.0
+    assert f.current().mode == "off"
+
+
+def test_challenger_unreachable_is_an_error_fast_and_a_mirror_reports_it() -> None:
+    ch = Challenger()
+    try:
+        url = f"http://127.0.0.1:{free_port()}/predict"
+        started = time.monotonic()
+        with pytest.raises(ChallengerError, match="ConnectError"):
+            ch.call(url, [{"x": 1}], timeout=0.5).result(timeout=5)
+        assert time.monotonic() - started < 2
+        seen: list[object] = []
+        assert ch.mirror(url, [{"x": 1}], 0.5, lambda a, e: seen.append(e))
+        ch.drain(5)
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(seen) == 1 and isinstance(seen[0], ChallengerError)
+        assert ch.shadow_in_flight == 0
+    finally:
+        ch.close()

@@ -14,9 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crispops.config import load_settings
 from crispops.monitoring.store import ParquetSink, PostgresSink, expand, labeled
-from support.clients import feature_row
 from support.servers import Server, serve_bento
 from tests.conftest import service_available
 
@@ -27,20 +25,6 @@ DSN = "postgresql://postgres@127.0.0.1:5432/test"
 def log_env(path: Path, **more: str) -> dict[str, str]:
     env = {"CRISPOPS_MONITORING__PATH": str(path), "CRISPOPS_MONITORING__FLUSH_SECONDS": "0.2"}
     return env | {f"CRISPOPS_MONITORING__{k.upper()}": v for k, v in more.items()}
-
-
-@pytest.fixture(scope="module")
-def record(trained_project: Path) -> dict[str, Any]:
-    return feature_row(trained_project)
-
-
-@pytest.fixture(scope="module")
-def known_entity(trained_project: Path) -> int:
-    import pandas as pd
-
-    s = load_settings(trained_project)
-    labels = pd.read_parquet(s.label_source_path)
-    return int(labels.sort_values(s.data.timestamp)[s.data.join_keys[0]].iloc[-1])
 
 
 @pytest.fixture(scope="module")

@@ -18,26 +18,11 @@ from crispops.config import load_settings
 from crispops.contract import load_contract
 from crispops.serving.runtime import serving_env
 from crispops.serving.schemas import entity_model, record_model
-from support.clients import feature_row
 from support.online_store import REDIS_YAML
 from support.servers import Server, serve_bento
 from tests.conftest import service_available
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def record(trained_project: Path) -> dict[str, Any]:
-    return feature_row(trained_project)
-
-
-@pytest.fixture(scope="module")
-def known_entity(trained_project: Path) -> int:
-    import pandas as pd
-
-    s = load_settings(trained_project)
-    labels = pd.read_parquet(s.label_source_path)
-    return int(labels.sort_values(s.data.timestamp)[s.data.join_keys[0]].iloc[-1])
 
 
 # -- the contract -------------------------------------------------------------------------

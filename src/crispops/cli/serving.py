@@ -214,6 +214,23 @@ def _entity(keys: list[str], text: str) -> dict[str, Any]:
     return record
 
 
+def _post(url: str, path: str, body: Any) -> Any:
+    """POST to a running service; a clear error when none answers, exit 1 on a 4xx/5xx
+    (its body printed)."""
+    import httpx
+
+    try:
+        resp = httpx.post(url.rstrip("/") + path, json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        raise UserError(
+            f"{url}: cannot reach the service ({exc}); is `crispops serve` running?"
+        ) from None
+    if resp.status_code >= 400:
+        err.print(f"[bold red]{resp.status_code}[/] {resp.text}", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    return resp
+
+
 @handle_errors
 def predict(
     entity: Annotated[
@@ -242,7 +259,6 @@ def predict(
 ) -> None:
     """Call a running service: by entity key (/predict_entity) or with feature values
     (/predict)."""
-    import httpx
 
     if bool(entity) == bool(records):
         raise UserError("give --entity KEY (with --field NAME=VALUE) or --records FILE")
@@ -262,15 +278,7 @@ def predict(
             extra[name] = _value(value)
         body = {"records": [{**_entity(s.data.join_keys, e), **extra} for e in entity or []]}
         path = "/predict_entity"
-    try:
-        resp = httpx.post(url.rstrip("/") + path, json=body, timeout=30)
-    except httpx.HTTPError as exc:
-        raise UserError(
-            f"{url}: cannot reach the service ({exc}); is `crispops serve` running?"
-        ) from None
-    if resp.status_code >= 400:
-        err.print(f"[bold red]{resp.status_code}[/] {resp.text}", highlight=False)
-        raise typer.Exit(EXIT_FAILED)
+    resp = _post(url, path, body)
     console.print_json(resp.text)
     ids = [a.get("request_id") for a in resp.json() if isinstance(a, dict)]
     if any(ids):
@@ -302,7 +310,6 @@ def feedback(
 ) -> None:
     """Return labels for logged predictions (POST /feedback); exits non-zero when any
     label was not stored, naming why."""
-    import httpx
 
     if len(label) not in (1, len(request_id)):
         raise UserError(
@@ -316,15 +323,7 @@ def feedback(
         if observed_at is not None:
             rec["observed_at"] = observed_at
         records.append(rec)
-    try:
-        resp = httpx.post(url.rstrip("/") + "/feedback", json={"records": records}, timeout=30)
-    except httpx.HTTPError as exc:
-        raise UserError(
-            f"{url}: cannot reach the service ({exc}); is `crispops serve` running?"
-        ) from None
-    if resp.status_code >= 400:
-        err.print(f"[bold red]{resp.status_code}[/] {resp.text}", highlight=False)
-        raise typer.Exit(EXIT_FAILED)
+    resp = _post(url, "/feedback", {"records": records})
     answer = resp.json()
     console.print(f"{answer['stored']} label(s) stored")
     for e in answer.get("errors", []):

@@ -9,8 +9,15 @@ from typing import Annotated
 
 import typer
 
-from crispops.cli.common import ProjectOpt, UserError, console, handle_errors, settings
-from crispops.config import Settings, bundled_demo_dir
+from crispops.cli.common import (
+    ProjectOpt,
+    UserError,
+    console,
+    find_overlay,
+    handle_errors,
+    settings,
+)
+from crispops.config import Settings
 
 images_app = typer.Typer(
     help="Container images: the components' image and the champion's Bento image.",
@@ -85,19 +92,6 @@ def images_build(
     console.print(f"serve it: {engine.name} {serve}", highlight=False, soft_wrap=True)
 
 
-def _overlay(s: Settings, overlay: str) -> Path:
-    roots = [s.project_dir / "manifests"]
-    demo = bundled_demo_dir()
-    if demo is not None:
-        roots.append(demo / "manifests")
-    for root in roots:
-        path = root / "overlays" / overlay
-        if (path / "kustomization.yaml").is_file():
-            return path
-    known = sorted({p.name for r in roots for p in (r / "overlays").glob("*") if p.is_dir()})
-    raise UserError(f"--overlay {overlay!r}: no such overlay (known: {', '.join(known)})")
-
-
 @handle_errors
 def deploy(
     overlay: OverlayOpt,
@@ -147,7 +141,7 @@ def deploy(
     from crispops.cluster.kube import api_client
 
     s = settings(project)
-    path = _overlay(s, overlay)
+    path = find_overlay(s, overlay)
     tag = bento
     if tag is None:
         champion = read_champion(s.champion_file)
@@ -235,5 +229,5 @@ def rollback(
     from crispops.cluster.kube import api_client
 
     s = settings(project)
-    image = rollback_service(_overlay(s, overlay), api_client(kubeconfig, context))
+    image = rollback_service(find_overlay(s, overlay), api_client(kubeconfig, context))
     console.print(f"[green]rolled back[/] to {image}", highlight=False)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from crispops.config import Settings, env, load_settings
+from crispops.config import Settings, bundled_demo_dir, env, load_settings
 from crispops.errors import CrispopsError, UserError
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "UserError",
     "console",
     "err",
+    "find_overlay",
     "handle_errors",
     "settings",
 ]
@@ -91,3 +92,17 @@ def settings(project: Path | None) -> Settings:
     if project is not None and not project.is_dir():
         raise UserError(f"--project {project}: not a directory")
     return load_settings(project)
+
+
+def find_overlay(s: Settings, overlay: str) -> Path:
+    """The kustomize overlay named ``overlay``: the project's, else the bundled demo's."""
+    roots = [s.project_dir / "manifests"]
+    demo = bundled_demo_dir()
+    if demo is not None:
+        roots.append(demo / "manifests")
+    for root in roots:
+        path = root / "overlays" / overlay
+        if (path / "kustomization.yaml").is_file():
+            return path
+    known = sorted({p.name for r in roots for p in (r / "overlays").glob("*") if p.is_dir()})
+    raise UserError(f"--overlay {overlay!r}: no such overlay (known: {', '.join(known)})")

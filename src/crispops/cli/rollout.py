@@ -20,6 +20,7 @@ from crispops.cli.common import (
     UserError,
     console,
     err,
+    find_overlay,
     handle_errors,
     settings,
 )
@@ -130,12 +131,6 @@ def report(outcome: Outcome) -> None:
         )
 
 
-def _overlay(s: Settings, overlay: str) -> Path:
-    from crispops.cli.cluster import _overlay as find
-
-    return find(s, overlay)
-
-
 @app.command("analyze")
 @handle_errors
 def analyze_cmd(
@@ -211,7 +206,7 @@ def status_cmd(
     from crispops.cluster.kube import api_client
 
     s = settings(project)
-    ctl = controller(s, _overlay(s, overlay), None, api_client(kubeconfig, context))
+    ctl = controller(s, find_overlay(s, overlay), None, api_client(kubeconfig, context))
     state = ctl.status()
     if state is None:
         console.print("no rollout recorded on this cluster")
@@ -240,7 +235,7 @@ def resume_cmd(
     from crispops.cluster.kube import api_client
 
     s = settings(project)
-    ctl = controller(s, _overlay(s, overlay), registry, api_client(kubeconfig, context), wait)
+    ctl = controller(s, find_overlay(s, overlay), registry, api_client(kubeconfig, context), wait)
     report(ctl.resume())
 
 
@@ -257,5 +252,5 @@ def abort_cmd(
     from crispops.cluster.kube import api_client
 
     s = settings(project)
-    ctl = controller(s, _overlay(s, overlay), registry, api_client(kubeconfig, context))
+    ctl = controller(s, find_overlay(s, overlay), registry, api_client(kubeconfig, context))
     report(ctl.abort())

@@ -100,12 +100,16 @@ def _serve_with_challenger(
     import subprocess
     import time
 
-    import httpx
-
     from crispops.io import write_json
     from crispops.registry import find
     from crispops.serving.router import CONFIG_ENV
-    from crispops.serving.runtime import serve_argv, serving_env
+    from crispops.serving.runtime import (
+        serve_argv,
+        serving_env,
+        start_server,
+        stop_server,
+        wait_ready,
+    )
 
     entry = find(s.models_file, tag)
     if entry.bento_tag == champion.bento_tag:
@@ -128,19 +132,13 @@ def _serve_with_challenger(
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = start_server(argv, env)
         procs.append(proc)
         return proc
 
     def stop(*_: Any) -> None:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_server(proc, timeout=15)
 
     def on_term(*_: Any) -> None:
         stop()
@@ -150,18 +148,7 @@ def _serve_with_challenger(
     try:
         err.print(f"challenger {entry.bento_tag} ({entry.status}) on {url}", highlight=False)
         chall = start(serve_argv(entry.bento_tag, "127.0.0.1", cport), envs)
-        deadline = time.monotonic() + 180
-        while True:
-            if chall.poll() is not None:
-                raise UserError(f"the challenger's server exited with {chall.returncode}")
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise UserError(f"the challenger on {url} was not ready within 180 s")
-            time.sleep(0.5)
+        wait_ready(chall, url, 180, "the challenger's server")
         how = "shadow (answers from the champion)" if shadow else f"canary {canary:g}%"
         err.print(
             f"serving {champion.bento_tag} on http://{host}:{port}, {how} to {entry.model_tag} "

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,49 +65,30 @@ def _free_port() -> int:
 def served(s: Settings, bento_tag: str, say: Say, timeout: float = 120.0) -> Iterator[str]:
     """A ``bentoml serve`` of ``bento_tag`` on a free local port, ready; its address.
     On leaving, SIGTERM and a wait, so the prediction log's queue is flushed."""
-    import httpx
-
-    from crispops.serving.runtime import serve_argv, serving_env
+    from crispops.serving.runtime import (
+        serve_argv,
+        serving_env,
+        start_server,
+        stop_server,
+        wait_ready,
+    )
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     errlog: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        serve_argv(bento_tag, "127.0.0.1", port),
-        env={**os.environ, **serving_env(s)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=errlog,
-        start_new_session=True,
-    )
+    argv = serve_argv(bento_tag, "127.0.0.1", port)
+    proc = start_server(argv, {**os.environ, **serving_env(s)}, subprocess.DEVNULL, errlog)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                errlog.seek(0)
-                tail = errlog.read().decode(errors="replace").strip().splitlines()[-5:]
-                raise UserError(
-                    f"the model server stopped at start (exit {proc.returncode}): "
-                    + " | ".join(tail)
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise UserError(f"the model server was not ready within {timeout:.0f} s")
-            time.sleep(0.5)
+        try:
+            wait_ready(proc, url, timeout, "the model server")
+        except UserError as exc:
+            errlog.seek(0)
+            tail = errlog.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise UserError(f"{exc}: " + " | ".join(tail)) from None
         say(f"serving {bento_tag} at {url} (pid {proc.pid})")
         yield url
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_server(proc)
         errlog.close()
 
 

@@ -9,10 +9,16 @@ with :func:`crispops.config.serving_runtime`. This module writes that environmen
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import sys
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from crispops.config import ENV_PREFIX, serving_runtime
+from crispops.errors import UserError
 
 if TYPE_CHECKING:
     from crispops.config import Settings
@@ -25,6 +31,9 @@ __all__ = [
     "serve_argv",
     "serving_env",
     "serving_runtime",
+    "start_server",
+    "stop_server",
+    "wait_ready",
 ]
 
 #: The serving settings a server process reads from its environment.
@@ -99,3 +108,49 @@ def serve_argv(bento_tag: str, host: str, port: int) -> list[str]:
         "--port",
         str(port),
     ]
+
+
+def start_server(
+    argv: list[str], env: dict[str, str], stdout: Any = None, stderr: Any = None
+) -> subprocess.Popen[bytes]:
+    """A model server in a session of its own (a stop then reaches BentoML's workers,
+    which start their own processes), reading nothing from stdin."""
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float, what: str) -> None:
+    """Until ``url``/readyz answers 200; a UserError naming ``what`` if the process exits
+    first or ``timeout`` seconds pass."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise UserError(f"{what} exited with {proc.returncode} before it was ready")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise UserError(f"{what} on {url} was not ready within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM to the server's session (its prediction log flushes), SIGKILL after
+    ``timeout`` seconds."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

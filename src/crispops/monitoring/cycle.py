@@ -176,7 +176,14 @@ def run_cycle(
             f"not on entities {', '.join(s.data.join_keys)}"
         )
     say(f"1. champion {champion.model_tag} ({champion.metric} {champion.score:.4f})")
-    labels_at = pd.read_parquet(s.label_source_path)[s.data.timestamp].max()
+    table = pd.read_parquet(s.label_source_path)
+    missing = {s.data.timestamp, "requested_amount"} - set(table.columns)
+    if missing:
+        raise UserError(
+            f"{s.label_source_path}: no {', '.join(sorted(missing))} column; demo-cycle runs "
+            "on the bundled demo's tables"
+        )
+    labels_at = table[s.data.timestamp].max()
     now = datetime.now(UTC)
     since = max(pd.Timestamp(labels_at).to_pydatetime(), now - timedelta(hours=12))
     apps = moved_applications(
@@ -186,7 +193,7 @@ def run_cycle(
         say(
             f"2. the world moves: {len(apps)} applications, median loan "
             f"{apps['requested_amount'].median():,.0f} (was "
-            f"{pd.read_parquet(s.label_source_path)['requested_amount'].median():,.0f})"
+            f"{table['requested_amount'].median():,.0f})"
         )
         ids, failed = send_traffic(url, apps, "customer_id")
         say(f"   scored {len(ids) - failed} by /predict_entity, {failed} errors")

@@ -87,7 +87,13 @@ def _monitor(
         with contextlib.redirect_stdout(sys.stderr):
             return run_pipeline(s, "subprocess", run_id)
 
-    outcome = act_on(s, result, train_local=train)
+    def submit(run_name: str) -> Any:
+        from crispops.orchestration.submit import submit as submit_pipeline
+
+        return submit_pipeline(s, host=host or "", pipeline="training", run_name=run_name)
+
+    host = s.cluster.kfp_host
+    outcome = act_on(s, result, train_local=train, submit=submit if host else None)
     out.print(("[bold]acted[/]: " if outcome.acted else "") + escape(outcome.message))
     return report
 

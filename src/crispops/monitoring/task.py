@@ -24,6 +24,8 @@ from typing import Any
 from crispops.config import Settings
 from crispops.errors import CrispopsError
 
+RETRAIN_MODULE = "crispops.orchestration.retrain"
+
 
 class RetrainFailedError(CrispopsError, RuntimeError):
     """The retraining run the monitor started did not complete."""
@@ -40,7 +42,8 @@ def _clean_env() -> dict[str, str]:
 
 def _child(settings: Settings, *args: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "crispops.monitoring.task", *args],
+        # By module name: the monitor never imports the orchestration layer above it.
+        [sys.executable, "-m", RETRAIN_MODULE, *args],
         input=settings.to_json(),
         capture_output=True,
         text=True,
@@ -129,34 +132,3 @@ def figures(report: dict[str, Any]) -> dict[str, float]:
     retrain = (report.get("decision") or {}).get("retrain")
     out["retrain"] = -1.0 if retrain is None else float(bool(retrain))
     return out
-
-
-def _main(argv: list[str]) -> int:
-    """``train RUN_ID`` or ``submit RUN_NAME HOST``, the settings JSON on stdin; prints
-    the result as JSON. The child process :func:`train_here` and :func:`submit_there` run."""
-    settings = Settings.from_json(sys.stdin.read())
-    if argv[:1] == ["train"] and len(argv) == 2:
-        from crispops.orchestration.local import run_training
-
-        run = run_training(settings, run_id=argv[1])
-        if not run.ok:
-            print(f"run {argv[1]} failed at {run.failed_step or '?'} (log: {run.log})")
-            return 1
-        print(json.dumps({"run_id": run.run_id, "log": str(run.log), "decision": run.decision}))
-        return 0
-    if argv[:1] == ["submit"] and len(argv) == 3:
-        from crispops.orchestration.submit import submit
-
-        sent = submit(settings, host=argv[2], pipeline="training", run_name=argv[1])
-        print(json.dumps({"run_id": sent.run_id, "url": sent.url}))
-        return 0
-    print("usage: python -m crispops.monitoring.task train RUN_ID | submit RUN_NAME HOST")
-    return 2
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(_main(sys.argv[1:]))
-    except CrispopsError as exc:
-        print(f"error: {exc}")
-        sys.exit(2)

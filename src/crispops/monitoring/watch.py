@@ -221,14 +221,15 @@ def act(
     result: MonitorResult,
     *,
     train_local: Callable[[str], Any],
-    submit: Callable[[str], Any] | None = None,
+    submit: Callable[[str], Any] | None,
 ) -> ActionResult:
     """Carry out a retrain decision once per (model tag, window).
 
     ``train_local(run_id)`` runs the training pipeline here; with ``cluster.kfp_host``
-    set, ``submit(run_name)`` (default: crispops' submit of the training pipeline) starts
-    it on the cluster instead. The ledger entry is written before the run starts and
-    completed after it, so a crash mid-run is not retried for that window.
+    set, ``submit(run_name)`` starts it on the cluster instead (the caller, which sits
+    above the monitor, passes crispops' submit of the training pipeline). The ledger
+    entry is written before the run starts and completed after it, so a crash mid-run
+    is not retried for that window.
     """
     report = result.report
     decision = report["decision"]
@@ -262,7 +263,9 @@ def act(
     policy.record_action(path, entry)
     try:
         if host:
-            submitted = (submit or _submit_training(settings, host))(run_id)
+            if submit is None:
+                raise MonitorError(f"cluster.kfp_host is {host!r} but nothing submits runs to it")
+            submitted = submit(run_id)
             entry["kfp_run_id"] = getattr(submitted, "run_id", None)
             entry["url"] = getattr(submitted, "url", "")
             entry["status"] = "submitted"
@@ -281,24 +284,3 @@ def act(
     policy.record_action(path, entry)
     where = f"submitted to {host}" if host else "trained here"
     return ActionResult(True, f"retraining {where}: run {run_id}", entry)
-
-
-def _submit_training(settings: Settings, host: str) -> Callable[[str], Any]:
-    def submit(run_name: str) -> Any:
-        from crispops.orchestration.submit import submit as submit_pipeline
-
-        return submit_pipeline(settings, host=host, pipeline="training", run_name=run_name)
-
-    return submit
-
-
-__all__ = [
-    "ActionResult",
-    "MonitorError",
-    "MonitorResult",
-    "act",
-    "monitor",
-    "open_sink",
-    "parse_end",
-    "window_bounds",
-]

@@ -112,7 +112,7 @@ def demo_cycle(
     Needs a champion (`crispops demo` first). Appends the new applications and their
     outcomes to the demo's label table, as the lender's warehouse would.
     """
-    from crispops.monitoring.cycle import run_cycle
+    from crispops.orchestration.cycle import run_cycle
 
     s = settings(project)
 

@@ -99,7 +99,7 @@ def view_name(repo: Path) -> str:
 def online(repo: Path) -> pd.DataFrame:
     store = _store(repo)
     view = view_name(repo)
-    keys = pd.read_parquet(next((repo / "data").glob("*.parquet")), columns=["shop_id"])
+    keys = pd.read_parquet(repo / "data" / "features.parquet", columns=["shop_id"])
     rows = [{"shop_id": int(k)} for k in sorted(keys["shop_id"].unique())]
     frame = store.get_online_features(
         features=[f"{view}:revenue", f"{view}:visits"], entity_rows=rows
@@ -148,30 +148,44 @@ def test_a_failed_chunk_is_rerun_alone_and_online_equals_sequential(
     recorded = {c.start for c in planned if (chunks.record_dir(state, c) / "done.json").is_file()}
     assert recorded == {planned[0].start, newer.start}, "the finished chunks were not recorded"
 
+    # The rerun, later (up to now): it plans the unfinished chunks as they were, then one
+    # more from the first run's end to now; it reads the failed chunk and the new one.
     spec.write_text(json.dumps({"fail": [], "log": str(log)}))
-    second = run_materialization(settings, end=end)
+    second = run_materialization(settings)
     assert second.ok, second.error
+    summary = second.output("write-chunks")["views"]["shops_fv"]
+    now = datetime.fromisoformat(summary["end"])
+    assert now > end
     pulled = [json.loads(line) for line in log.read_text().splitlines()][len(pulled_first) :]
-    assert [p["start"] for p in pulled] == [older.start], "a finished chunk was read again"
+    assert sorted(p["start"] for p in pulled) == sorted([older.start, end.isoformat()]), (
+        "a finished chunk was read again"
+    )
     reused = {m["start"]: m["reused"] for m in second.chunk_reads()}
-    assert reused == {planned[0].start: True, older.start: False, newer.start: True}
+    assert reused == {
+        planned[0].start: True,
+        older.start: False,
+        newer.start: True,
+        end.isoformat(): False,
+    }
     # The newer chunk was read (in the first run) before the older one (in the second):
     # written in the order they finished, the older values would be online.
     newer_read = max(p["at"] for p in pulled_first if p["start"] == newer.start)
-    assert newer_read < pulled[0]["at"]
+    assert newer_read < min(p["at"] for p in pulled if p["start"] == older.start)
     assert not any((state / chunks.RECORDS / "shops_fv").iterdir()), "records left behind"
 
+    # The sequential baseline over the same windows: to the first run's end, then to now.
     materialize(baseline / "feature_repo", end=end, chunk=CHUNK)
+    materialize(baseline / "feature_repo", end=now, chunk=CHUNK)
     assert intervals(repo) == intervals(baseline / "feature_repo")
+    assert _store(repo).get_feature_view("shops_fv").most_recent_end_time == now
     pd.testing.assert_frame_equal(online(repo), online(baseline / "feature_repo"))
     code, out = invoke("features", "check", "-p", str(project), "--sample", "60")
     assert code == 0 and out.startswith("ok:"), out
-    summary = second.output("write-chunks")["views"]["shops_fv"]
-    assert summary["chunks"] == 3 and summary["reused"] == 2 and summary["end"] == end.isoformat()
+    assert summary["chunks"] == 4 and summary["reused"] == 2
 
     # Up to date: the plan is one placeholder (kfp.local cannot loop over no items), and
     # the run reads and writes nothing.
-    third = run_materialization(settings, end=end)
+    third = run_materialization(settings, end=now)
     assert third.ok, third.error
     assert third.output("write-chunks") == {"views": {}}
     assert intervals(repo) == intervals(baseline / "feature_repo")
@@ -267,3 +281,41 @@ def test_write_refuses_chunks_that_do_not_start_at_the_watermark(
     materialize(repo, end=end)
     assert chunks.plan(repo, state, CHUNK, end=end) == [chunks.NOTHING]
     assert chunks.write(repo, state, [(chunks.NOTHING, tmp_path / "none")]).views == {}
+
+
+def test_a_later_plan_keeps_an_unfinished_plans_chunks_and_reuses_their_reads(
+    data: Path, tmp_path: Path
+) -> None:
+    """ "now" moves between a failed run and its rerun: the rerun still plans the failed
+    run's chunks as they were (so their records are used), then new ones up to now; a
+    record whose source changed is read again."""
+    project = make_project(data, tmp_path)
+    repo = project / "feature_repo"
+    assert invoke("features", "apply", "-p", str(project))[0] == 0
+    state = load_settings(project).state_path
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    first = chunks.plan(repo, state, CHUNK, end=end)
+    for c in (first[0], first[2]):  # the middle one "failed"
+        assert not chunks.read(repo, state, c, tmp_path / f"a{c.index}.parquet").reused
+    later = end + timedelta(hours=1)
+    second = chunks.plan(repo, state, CHUNK, end=later)
+    assert [(c.start, c.end) for c in second] == [(c.start, c.end) for c in first] + [
+        (end.isoformat(), later.isoformat())
+    ]
+    reads = {c.index: chunks.read(repo, state, c, tmp_path / f"b{c.index}.parquet") for c in second}
+    assert [reads[i].reused for i in range(4)] == [True, False, True, False]
+    chunks.write(repo, state, [(c, tmp_path / f"b{c.index}.parquet") for c in second])
+    assert _store(repo).get_feature_view("shops_fv").most_recent_end_time == later
+
+    # the source changes: a recorded read of the old data is not used
+    newest = chunks.plan(repo, state, CHUNK, end=later + timedelta(minutes=30))
+    assert len(newest) == 1
+    assert not chunks.read(repo, state, newest[0], tmp_path / "c.parquet").reused
+    assert chunks.read(repo, state, newest[0], tmp_path / "c.parquet").reused
+    source = repo / "data" / "features.parquet"
+    frame = pd.read_parquet(source)
+    frame.loc[frame.index[-1], "revenue"] += 1.0
+    frame.to_parquet(source, index=False)
+    changed = chunks.plan(repo, state, CHUNK, end=later + timedelta(minutes=30))
+    assert changed[0].data != newest[0].data
+    assert not chunks.read(repo, state, changed[0], tmp_path / "c.parquet").reused

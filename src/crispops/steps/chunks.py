@@ -31,8 +31,9 @@ Where a chunk's completion is recorded, and why there:
   parallel tasks that each append an interval would lose each other's.
 
 So a run that fails in one chunk's read leaves the other chunks recorded; the next run
-plans the same chunks (the watermark has not moved), reuses those, reads the failed one
-and writes them all.
+plans that run's chunks again as they were (the watermark has not moved), then new ones
+up to its own end, reuses the recorded ones, reads the failed one and the new ones, and
+writes them all.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -56,6 +58,8 @@ from crispops.steps.features import _aware, _store, chunk_windows, first_start, 
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
+
+log = logging.getLogger(__name__)
 
 RECORDS = "materialization"
 _DONE = "done.json"
@@ -75,6 +79,8 @@ class Chunk:
     index: int  # position among the view's chunks, oldest first
     count: int  # the view's chunks in this plan
     data: str = ""  # digest of the view's definition and source files; "": never reused
+    first: str = ""  # the window of the view's plan: its first chunk's start ...
+    upto: str = ""  # ... and its last chunk's end
 
     @property
     def empty(self) -> bool:
@@ -99,6 +105,8 @@ class Chunk:
                 index=int(item["index"]),
                 count=int(item["count"]),
                 data=str(item.get("data", "")),
+                first=str(item.get("first", "")),
+                upto=str(item.get("upto", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise FeatureStoreError(f"not a materialization chunk: {item!r} ({exc})") from None
@@ -186,32 +194,66 @@ def plan(
     config_file: str | None = None,
 ) -> list[Chunk]:
     """Each online view's window, from its watermark (or the start of its TTL) to ``end``
-    (default: now), cut into chunks of ``chunk`` (None: one chunk per view). Records of
-    chunks that are not in the plan any more (written since, or another window) are
-    removed. Never empty: nothing to do is one placeholder chunk (:data:`NOTHING`)."""
+    (default: now), cut into chunks of ``chunk`` (None: one chunk per view).
+
+    When an earlier plan of the view did not finish (its chunks' records are in the state
+    directory), its remaining chunks are planned again as they were, up to that plan's
+    end, then new chunks from there to ``end``: so the chunks it read are reused, even
+    though "now" has moved. Records of chunks that are not in the plan (written since,
+    another chunk length) are removed. Never empty: nothing to do is one placeholder
+    chunk (:data:`NOTHING`)."""
     repo_path = repo_path.resolve()
     store = _store(repo_path, config_file)
     end = _aware(end or datetime.now(UTC))
     names = views or sorted(v.name for v in store.list_feature_views() if v.online)
     out: list[Chunk] = []
+
+    def split(lo: datetime, hi: datetime) -> list[tuple[datetime, datetime]]:
+        if lo >= hi:
+            return []
+        return [(lo, hi)] if chunk is None else chunk_windows(lo, hi, chunk)
+
     for name in names:
         fv = store.get_feature_view(name)
         _supported(fv)
-        start = _aware(fv.most_recent_end_time or first_start(fv, end))
-        if start >= end:
-            windows = []
-        elif chunk is None:
-            windows = [(start, end)]
+        watermark = _aware(fv.most_recent_end_time) if fv.most_recent_end_time else None
+        prior = _unfinished(state_dir, name, watermark, end)
+        if prior is not None:
+            start = watermark or prior[0]
+            windows = split(start, prior[1]) + split(prior[1], end)
         else:
-            windows = chunk_windows(start, end, chunk)
+            start = watermark or first_start(fv, end)
+            windows = split(start, end)
         data = source_digest(fv, repo_path) if windows else ""
+        upto = _iso(windows[-1][1]) if windows else ""
         planned = [
-            Chunk(name, _iso(lo), _iso(hi), i, len(windows), data)
+            Chunk(name, _iso(lo), _iso(hi), i, len(windows), data, _iso(start), upto)
             for i, (lo, hi) in enumerate(windows)
         ]
         _prune(state_dir, name, {record_dir(state_dir, c) for c in planned})
         out += planned
     return out or [NOTHING]
+
+
+def _unfinished(
+    state_dir: Path, view: str, watermark: datetime | None, end: datetime
+) -> tuple[datetime, datetime] | None:
+    """The window ``(first, upto)`` of an earlier plan of ``view`` whose read chunks are
+    recorded and not all written: the latest one that the watermark falls inside (or
+    any, for a view never materialized) and that ends by ``end``."""
+    best: tuple[datetime, datetime] | None = None
+    folder = state_dir / RECORDS / view
+    for done in folder.glob(f"*/{_DONE}") if folder.is_dir() else []:
+        try:
+            meta = read_json(done)
+            first = datetime.fromisoformat(meta["first"])
+            upto = datetime.fromisoformat(meta["upto"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        inside = watermark is None or first <= watermark < upto
+        if inside and upto <= end and (best is None or upto > best[1]):
+            best = (first, upto)
+    return best
 
 
 def _prune(state_dir: Path, view: str, keep: set[Path]) -> None:
@@ -307,13 +349,21 @@ def read(
     with _quiet(repo_path):
         table = pull_latest(store, fv, lo, hi)
     atomic_write(out, lambda p: pq.write_table(table, p))
-    shutil.rmtree(record, ignore_errors=True)
-    atomic_write(record / _ROWS, lambda p: _copy(out, p))
-    write_json(
-        record / _DONE,
-        {**asdict(chunk), "rows": table.num_rows, "rows_sha256": _digest(record / _ROWS)},
-    )
+    _record(record, chunk, out, table.num_rows)
     return ReadResult(chunk, table.num_rows, reused=False)
+
+
+def _record(record: Path, chunk: Chunk, rows_file: Path, rows: int) -> None:
+    """Record a read chunk for reruns; best effort: the rows artifact is what the write
+    uses, so a state directory that cannot be written (a pod without the shared volume)
+    only costs the reuse, never the run."""
+    try:
+        shutil.rmtree(record, ignore_errors=True)
+        atomic_write(record / _ROWS, lambda p: _copy(rows_file, p))
+        done = {**asdict(chunk), "rows": rows, "rows_sha256": _digest(record / _ROWS)}
+        write_json(record / _DONE, done)
+    except OSError as exc:
+        log.warning("cannot record %s in %s (%s): a rerun will read it again", chunk, record, exc)
 
 
 # write -------------------------------------------------------------------------------

@@ -131,8 +131,8 @@ def run_materialization_pipeline(s: Settings, runner: str, run_id: str | None) -
         console.print("nothing to materialize: every view is up to date")
     for name, v in views.items():
         console.print(
-            f"  {name}: {v['start']} -> {v['end']}, {v['chunks']} chunks "
-            f"({v.get('reused', 0)} reused from an earlier run), {v['rows']:,} rows",
+            f"  {name}: {v['start']} -> {v['end']}, chunks: {v['chunks']} "
+            f"({v.get('reused', 0)} reused from an earlier run), rows: {v['rows']:,}",
             highlight=False,
         )
 

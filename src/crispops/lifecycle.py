@@ -57,16 +57,60 @@ def _rules(settings: Settings, champion_inputs: frozenset[str] | None = None) ->
     )
 
 
-# materialize (its own pipeline) --------------------------------------------------------
-def materialize_task(settings: Settings, config_file: str | None = None) -> str:
-    from crispops.steps.features import materialize
+# materialization (its own pipeline): plan, read each chunk, write in order -------------
+def _end(end: str) -> datetime | None:
+    if not end:
+        return None
+    try:
+        moment = datetime.fromisoformat(end)
+    except ValueError:
+        raise UserError(f"end {end!r}: not an ISO 8601 time such as 2026-05-01T00:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
-    result = materialize(
-        settings.repo_path, config_file=config_file, chunk=settings.feature_store.chunk
+
+def plan_chunks_task(
+    settings: Settings, config_file: str | None = None, end: str = ""
+) -> list[dict[str, Any]]:
+    from crispops.steps import chunks
+
+    planned = chunks.plan(
+        settings.repo_path,
+        settings.state_path,
+        settings.feature_store.chunk,
+        end=_end(end),
+        config_file=config_file,
     )
-    return "; ".join(
-        f"{name}: {start or 'start of TTL'} -> {end}" for name, (start, end) in result.views.items()
+    return [c.item() for c in planned]
+
+
+def read_chunk_task(
+    settings: Settings, chunk: dict[str, Any], out: Path, config_file: str | None = None
+) -> dict[str, Any]:
+    from crispops.steps import chunks
+
+    result = chunks.read(
+        settings.repo_path, settings.state_path, chunks.Chunk.from_item(chunk), out, config_file
     )
+    return {**result.chunk.item(), "rows": result.rows, "reused": result.reused}
+
+
+def write_chunks_task(
+    settings: Settings, read: list[tuple[dict[str, Any], Path]], config_file: str | None = None
+) -> dict[str, Any]:
+    """``read``: each chunk's metadata (as read_chunk_task returned it) and rows file."""
+    from crispops.steps import chunks
+
+    result = chunks.write(
+        settings.repo_path,
+        settings.state_path,
+        [(chunks.Chunk.from_item(meta), path) for meta, path in read],
+        config_file,
+    )
+    for meta, _ in read:
+        view = result.views.get(str(meta.get("view", "")))
+        if view is not None:
+            view["reused"] = view.get("reused", 0) + int(bool(meta.get("reused")))
+    return result.to_dict()
 
 
 # ingest ------------------------------------------------------------------------------

@@ -32,7 +32,10 @@ from crispops.config import Settings
 #: Top-level fields, then per section the fields each step reads. ``project_dir`` and
 #: ``state_dir`` resolve relative paths (the label file, the repo, the champion).
 STEP_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
-    "materialize": {"": ("project_dir",), "feature_store": ("repo_path", "materialize_chunk")},
+    "materialize": {
+        "": ("project_dir", "state_dir"),
+        "feature_store": ("repo_path", "materialize_chunk"),
+    },
     "ingest": {
         "": ("project_dir",),
         "data": ("label_source", "entity", "timestamp", "label", "request_features"),

@@ -208,3 +208,41 @@ def test_run_passes_no_cache_and_marks_cached_steps(
     assert seen["cache"] is sent
     assert "cached (7.0 s saved)" in result.stdout
     assert "cached (5.5 s saved)" in result.stdout
+
+
+def _materialization_result(settings: Any, ok: bool) -> RunResult:
+    root = settings.state_path / "runs" / "fake"
+    (root / "m" / "write-chunks").mkdir(parents=True)
+    (root / "pipeline.log").write_text("RuntimeError: injected failure\n")
+    if ok:
+        views = {"v_fv": {"start": "a", "end": "b", "chunks": 3, "reused": 2, "rows": 1234}}
+        output = {"parameterValues": {"Output": json.dumps({"views": views})}}
+        write_json(root / "m" / "write-chunks" / "executor_output.json", output)
+    result = RunResult("fake", root, root / "pipeline.log", ok=ok, seconds=1.0)
+    result.failed_step = None if ok else "read-chunk"
+    return result
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_run_materialization_reports_chunks_or_how_a_rerun_resumes(
+    project: Path, monkeypatch: pytest.MonkeyPatch, ok: bool
+) -> None:
+    monkeypatch.setattr(
+        "crispops.orchestration.local.run_materialization",
+        lambda settings, **_: _materialization_result(settings, ok),
+    )
+    result = invoke("run", "--pipeline", "materialization", "-p", str(project))
+    if ok:
+        assert result.exit_code == EXIT_OK, result.output
+        line = "v_fv: a -> b, chunks: 3 (2 reused from an earlier run), rows: 1,234"
+        assert line in result.output
+    else:
+        assert result.exit_code == EXIT_FAILED, result.output
+        assert "failed at read-chunk" in result.output
+        assert "read only the chunks that did not finish" in result.output
+
+
+def test_run_names_an_unknown_pipeline(project: Path) -> None:
+    result = invoke("run", "--pipeline", "monitoring", "-p", str(project))
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "--pipeline 'monitoring'" in result.output

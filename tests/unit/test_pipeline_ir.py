@@ -36,9 +36,25 @@ def test_materialization_pipeline_compiles(tmp_path_factory: pytest.TempPathFact
     shutil.copy(ROOT / "crispops.toml", project / "crispops.toml")
     path = compile_all(load_settings(project), project / "out")["materialization"]
     doc = yaml.safe_load(path.read_text())
-    assert set(doc["root"]["dag"]["tasks"]) == {"materialize"}
+    root = doc["root"]["dag"]["tasks"]
+    assert set(root) == {"plan-chunks", "for-loop-1", "write-chunks"}
     params = doc["root"]["inputDefinitions"]["parameters"]
     assert params["config_file"]["defaultValue"] == "feature_store.cluster.yaml"
+    assert params["end"]["defaultValue"] == ""  # now: a schedule materializes up to now
+    # the chunks: a ParallelFor over plan-chunks' list, two at a time
+    loop = root["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("plan-chunks-Output")
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 2
+    assert set(doc["components"]["comp-for-loop-1"]["dag"]["tasks"]) == {"read-chunk"}
+    # one writer, after every chunk, taking them all: the online writes keep their order
+    assert root["write-chunks"]["dependentTasks"] == ["for-loop-1"]
+    collected = root["write-chunks"]["inputs"]["artifacts"]["chunks"]
+    assert collected["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+    # none of them may come from KFP's cache: each reads the registry or the offline store
+    for dag in (root, doc["components"]["comp-for-loop-1"]["dag"]["tasks"]):
+        for name, task in dag.items():
+            if not name.startswith("for-loop-"):
+                assert not task.get("cachingOptions", {}).get("enableCache"), name
 
 
 def test_monitoring_pipeline_compiles(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -4,6 +4,7 @@ cluster, and the champion they produce."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -54,8 +55,16 @@ def run(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Run every step, even unchanged ones.")
     ] = False,
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            help="training (default) or materialization: each view's window in chunks of "
+            "feature_store.materialize_chunk, read in parallel, written oldest first."
+        ),
+    ] = "training",
 ) -> None:
-    """Run the training pipeline on this machine through KFP's local runner.
+    """Run the training pipeline (or --pipeline materialization) on this machine through
+    KFP's local runner.
 
     Unchanged steps come from the step cache (see `crispops cache`) unless --no-cache.
 
@@ -69,16 +78,15 @@ def run(
     """
     if runner not in {"subprocess", "docker"}:
         raise UserError(f"--runner {runner!r}: choose subprocess or docker")
+    if pipeline == "materialization":
+        run_materialization_pipeline(settings(project), runner, run_id)
+        return
+    if pipeline != "training":
+        raise UserError(f"--pipeline {pipeline!r}: choose training or materialization")
     run_pipeline(settings(project), runner, run_id, cache=False if no_cache else None)
 
 
-def run_pipeline(
-    s: Settings, runner: str, run_id: str | None, *, cache: bool | None = None
-) -> None:
-    """Run the training pipeline with live progress; print its summary, or why it failed."""
-    from crispops.champion import read_champion
-    from crispops.orchestration.local import run_training
-
+def _live_events() -> Callable[[str, str, str], None]:
     # KFP's output is captured into the run log while the pipeline runs; progress goes
     # to the terminal through a console bound to the real stdout, never into that capture.
     live = Console(file=sys.stdout)
@@ -92,6 +100,51 @@ def run_pipeline(
             mark = "[green]ok[/]" if status == "SUCCESS" else f"[red]{status}[/]"
             live.print(f"  {mark} {task}", highlight=False)
 
+    return on_event
+
+
+def run_materialization_pipeline(s: Settings, runner: str, run_id: str | None) -> None:
+    """Run the materialization pipeline; print what each view got, or which chunk failed
+    and that a rerun redoes only the chunks that did not finish."""
+    from crispops.orchestration.local import run_materialization
+    from crispops.steps.chunks import RECORDS
+
+    chunk = s.feature_store.materialize_chunk or "one chunk per view"
+    console.print(
+        f"[bold]materialization pipeline[/] ({runner} runner, chunks: {chunk}), "
+        f"project {s.project_dir}"
+    )
+    result = run_materialization(s, on_event=_live_events(), runner=runner, run_id=run_id)
+    console.print(f"log: {result.log}")
+    if not result.ok:
+        err.print(
+            f"[bold red]the pipeline failed at {result.failed_step or '?'}[/]: "
+            f"{_last_error(result)}\nnothing of an unfinished view was written online; the "
+            f"chunks that were read are kept in {s.state_path / RECORDS}: run it again to "
+            "read only the chunks that did not finish",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_FAILED)
+    summary = result.output("write-chunks")
+    views = (summary or {}).get("views", {})
+    if not views:
+        console.print("nothing to materialize: every view is up to date")
+    for name, v in views.items():
+        console.print(
+            f"  {name}: {v['start']} -> {v['end']}, chunks: {v['chunks']} "
+            f"({v.get('reused', 0)} reused from an earlier run), rows: {v['rows']:,}",
+            highlight=False,
+        )
+
+
+def run_pipeline(
+    s: Settings, runner: str, run_id: str | None, *, cache: bool | None = None
+) -> None:
+    """Run the training pipeline with live progress; print its summary, or why it failed."""
+    from crispops.champion import read_champion
+    from crispops.orchestration.local import run_training
+
+    on_event = _live_events()
     console.print(f"[bold]training pipeline[/] ({runner} runner), project {s.project_dir}")
     result = run_training(s, on_event=on_event, runner=runner, run_id=run_id, cache=cache)
     console.print(f"log: {result.log}")

@@ -17,8 +17,10 @@ costs no process start-up at all. What it does differently from kfp's:
   non-file offline source (a warehouse table) is never served from cache: there
   is no cheap, honest fingerprint of a table that may have grown. validate and
   select_champion also key on the current champion (they compare with it).
-- package and materialize are never cached: they write outside their outputs
-  (the model store, the champion pointer, the online store).
+- package and the materialization pipeline's tasks are never cached: package writes
+  outside its outputs (the model store, the champion pointer); plan-chunks reads the
+  registry's watermarks and the clock, read-chunk the offline store, write-chunks
+  writes the online store and the registry.
 - Outputs are copied into the entry, so an entry outlives its run's folder; a
   hit copies them into the new run's folder (``cached-<key>/<task>/<output>``), so
   the run's folder holds every output as after a real run.
@@ -51,8 +53,11 @@ from crispops.config import Settings
 
 log = logging.getLogger(__name__)
 
-#: Components that write outside their outputs: always run.
-UNCACHED = frozenset({"comp-package", "comp-materialize"})
+#: Components that write outside their outputs, or read what their inputs do not name
+#: (the registry's watermarks, the offline store): always run. A read chunk is reused
+#: only through its own record, which checks the data it was read from
+#: (crispops.steps.chunks).
+UNCACHED = frozenset({"comp-package", "comp-plan-chunks", "comp-read-chunk", "comp-write-chunks"})
 #: Components that read the current champion.
 READS_CHAMPION = frozenset({"comp-validate", "comp-select-champion"})
 INGEST = "comp-ingest"

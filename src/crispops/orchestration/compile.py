@@ -14,11 +14,21 @@ PIPELINES = ("training", "materialization", "monitoring")
 
 #: Tasks whose result depends on more than their inputs: ingest reads the warehouse and
 #: the feature repo, validate and select-champion the current champion, monitor the
-#: prediction log and the clock; package and materialize write outside their outputs.
+#: prediction log and the clock, plan-chunks the registry's watermarks and the clock,
+#: read-chunk the offline store; package and write-chunks write outside their outputs.
 #: KFP's cache on a cluster keys only on a task's inputs, so it must never serve these
 #: (locally, crispops' step cache fingerprints the data and the champion instead).
 UNCACHED_ON_CLUSTER = frozenset(
-    {"ingest", "validate", "select-champion", "package", "materialize", "monitor"}
+    {
+        "ingest",
+        "validate",
+        "select-champion",
+        "package",
+        "monitor",
+        "plan-chunks",
+        "read-chunk",
+        "write-chunks",
+    }
 )
 
 

@@ -1,4 +1,4 @@
-"""Run the training pipeline through KFP's local runner, with a progress display."""
+"""Run the pipelines through KFP's local runner, with a progress display."""
 
 from __future__ import annotations
 
@@ -88,6 +88,28 @@ class RunResult:
                 out[task] = out.get(task, 0.0) + max(end - start, 0.0)
         return out
 
+    def output(self, task: str) -> Any:
+        """A task's single return value, parsed as JSON when it is JSON (None: the task
+        did not finish)."""
+        import json
+
+        hits = sorted(self.root.glob(f"*/{task}/executor_output.json"))
+        if not hits:
+            return None
+        value = read_json(hits[0]).get("parameterValues", {}).get("Output")
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return json.loads(value)
+        return value
+
+    def chunk_reads(self) -> list[dict[str, Any]]:
+        """The materialization pipeline's read-chunk outputs: each chunk's metadata."""
+        out = []
+        for p in sorted(self.root.glob("*/**/read-chunk/executor_output.json")):
+            for art in read_json(p).get("artifacts", {}).get("rows", {}).get("artifacts", []):
+                out.append(dict(art.get("metadata", {})))
+        return out
+
     def completed(self) -> list[str]:
         """Tasks that wrote their executor output (KFP's log can drop a parallel task's
         'finished' line, so the outputs on disk are the record)."""
@@ -131,12 +153,49 @@ def run_training(
 
     ``cache`` (default: ``settings.cache.enabled``) serves unchanged steps from the
     step cache (orchestration/cache.py) instead of running them."""
-    from kfp import local
-
     from crispops.orchestration.compile import pipeline_arguments
     from pipelines.training import training_pipeline
 
     run_id = run_id or new_run_id()
+    arguments = {**pipeline_arguments(settings, "training"), "run_id": run_id}
+    return _run(settings, training_pipeline, arguments, run_id, on_event, runner, cache)
+
+
+def run_materialization(
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    on_event: Callable[[str, str, str], None] | None = None,
+    runner: str = "subprocess",
+    end: datetime | None = None,
+) -> RunResult:
+    """Run pipelines/materialization.py on this machine, against the local
+    feature_store.yaml, up to ``end`` (default: now); never raises for a failed task.
+    Its tasks are never served from the step cache (orchestration/cache.py, UNCACHED):
+    a read chunk is reused only through its own record (crispops.steps.chunks)."""
+    from crispops.orchestration.compile import pipeline_arguments
+    from pipelines.materialization import materialization_pipeline
+
+    run_id = run_id or new_run_id()
+    arguments = {
+        **pipeline_arguments(settings, "materialization"),
+        "config_file": "",  # this machine's feature_store.yaml, not the cluster's
+        "end": end.isoformat() if end else "",
+    }
+    return _run(settings, materialization_pipeline, arguments, run_id, on_event, runner, None)
+
+
+def _run(
+    settings: Settings,
+    pipeline: Any,
+    arguments: dict[str, Any],
+    run_id: str,
+    on_event: Callable[[str, str, str], None] | None,
+    runner: str,
+    cache: bool | None,
+) -> RunResult:
+    from kfp import local
+
     root = settings.state_path / "runs" / run_id
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "pipeline.log"
@@ -192,7 +251,7 @@ def run_training(
                 )
                 if step_cache is not None:
                     _install(step_cache)
-                training_pipeline(**pipeline_arguments(settings, "training"), run_id=run_id)
+                pipeline(**arguments)
                 result.ok = True
             except Exception as exc:  # a failed task: reported, never a traceback
                 result.error = _ANSI.sub("", str(exc)).strip()

@@ -165,7 +165,7 @@ def materialize(
             if chunk is None:
                 store.materialize_incremental(end_date=end, feature_views=[name])
             else:
-                first = start or (end - fv.ttl if fv.ttl else datetime(1970, 1, 1, tzinfo=UTC))
+                first = start or first_start(fv, end)
                 for lo, hi in chunk_windows(_aware(first), _aware(end), chunk):
                     store.materialize(start_date=lo, end_date=hi, feature_views=[name])
                     if on_chunk:
@@ -174,6 +174,13 @@ def materialize(
     if on_view:
         on_view("", len(names), len(names))
     return MaterializeResult(end=end, views=done)
+
+
+def first_start(fv: Any, end: datetime) -> datetime:
+    """Where a never-materialized view's window starts: the start of its TTL, or 52 weeks
+    back for a view without one (Feast's own rule in ``materialize_incremental``)."""
+    ttl = fv.ttl if fv.ttl and fv.ttl > timedelta(0) else timedelta(weeks=52)
+    return _aware(end) - ttl
 
 
 def _aware(moment: datetime) -> datetime:

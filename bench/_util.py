@@ -58,6 +58,7 @@ class LoadResult:
     server_cpu_pct: float = math.nan
     hey_cpu_pct: float = math.nan
     other_cpu_pct: float = math.nan
+    server_cpu_s: float = math.nan  # the server's CPU seconds over the run (all processes)
 
     @property
     def errors(self) -> int:
@@ -180,6 +181,7 @@ def run_hey(
     if server is not None:
         capacity = wall * (os.cpu_count() or 1) / 100
         out.server_cpu_pct = (server1 - server0) / capacity
+        out.server_cpu_s = server1 - server0
         out.hey_cpu_pct = (kids1 - kids0) / capacity
         rest = (busy1 - busy0) - (server1 - server0) - (kids1 - kids0) - (self1 - self0)
         out.other_cpu_pct = max(0.0, rest / capacity)

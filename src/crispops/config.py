@@ -490,6 +490,21 @@ class RolloutSettings(_Section):
     min_labels: int = Field(
         default=50, ge=1, description="Fewest labelled predictions per arm to compare metrics."
     )
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+",
+        description="Prometheus that scrapes the model services (http://host:9090): when "
+        "set, error rate and p99 latency per arm come from its HTTP API, the rest from the "
+        "prediction log.",
+    )
+    prometheus_selector: str = Field(
+        default="",
+        description='Extra label matchers for every query, e.g. job="crispops-model" or '
+        'namespace="crispops" (empty: every series of the service\'s metric names).',
+    )
+    prometheus_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for one Prometheus query."
+    )
 
     @field_validator("steps")
     @classmethod

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,9 @@ import pytest
 
 from crispops.config import RolloutSettings
 from crispops.monitoring.analysis import Window, analyze, psi
+from crispops.monitoring.prometheus import ArmMetrics, LiveMetrics, queries
 
+ROOT = Path(__file__).resolve().parents[2]
 LIMITS = RolloutSettings(min_requests=200, min_labels=100)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -116,3 +120,61 @@ def test_steps_must_increase_to_100() -> None:
         RolloutSettings(steps=[10, 50])
     with pytest.raises(ValueError, match="increase"):
         RolloutSettings(steps=[50, 10, 100])
+
+
+def live(**arms: ArmMetrics) -> LiveMetrics:
+    return LiveMetrics("http://prom:9090", "1h", dict(arms))
+
+
+def test_prometheus_figures_replace_the_logs_error_rate_and_p99() -> None:
+    # the log's arms are alike (they would pass); Prometheus saw the challenger erring
+    frames = arm("champ", 600, seed=1), arm("chall", 600, seed=2)
+    seen = live(
+        champ=ArmMetrics(requests=1000, errors=0, p99_ms=20.0),
+        chall=ArmMetrics(requests=1000, errors=50, p99_ms=45.0),
+    )
+    w = window(*frames)
+    v = analyze(Window(w.predictions, "champ", "chall", live=seen), LIMITS)
+    assert v.status == "fail", v.reasons
+    assert v.measurements["challenger_error_rate"] == 0.05
+    assert v.measurements["challenger_p99_ms"] == 45.0 and v.measurements["p99_ratio"] == 2.25
+    assert v.reasons[0].startswith("error rate 5.00%") and v.reasons[0].endswith("(Prometheus)")
+    assert "p99 45.0 ms vs 20.0 ms" in v.reasons[1]
+    assert analyze(w, LIMITS).status == "pass"  # the same log without Prometheus
+
+
+def test_an_arm_prometheus_has_no_series_of_waits() -> None:
+    frames = arm("champ", 600, seed=1), arm("chall", 600, seed=2)
+    seen = live(champ=ArmMetrics(requests=1000, errors=0, p99_ms=20.0))
+    v = analyze(Window(window(*frames).predictions, "champ", "chall", live=seen), LIMITS)
+    assert v.status == "wait"
+    assert (
+        "http://prom:9090 has no crispops_predictions_total series of the challenger"
+        in (v.reasons[0])
+    )
+
+
+def test_the_queries_use_the_services_metric_names_window_and_selector() -> None:
+    q = queries(3600, 'job="crispops"')
+    assert q["requests"] == (
+        'sum by (model_tag) (increase(crispops_predictions_total{job="crispops"}[3600s]))'
+    )
+    assert 'crispops_predictions_total{job="crispops",outcome="error"}[3600s]' in q["errors"]
+    assert q["p99"].startswith("histogram_quantile(0.99, sum by (model_tag, le)")
+    assert 'crispops_predict_seconds_bucket{job="crispops"}[3600s]' in q["p99"]
+    assert "{" not in queries(90)["requests"]  # no selector: every series
+
+
+def test_the_cluster_loop_waits_when_prometheus_cannot_answer(tmp_path: Path) -> None:
+    from crispops.cli.rollout import log_analysis
+    from crispops.cluster.progressive import RolloutState
+    from crispops.config import load_settings
+
+    shutil.copy(ROOT / "crispops.toml", tmp_path / "crispops.toml")
+    s = load_settings(tmp_path, rollout={"prometheus_url": "http://127.0.0.1:9"})
+    state = RolloutState("canary", [10, 50, 100], 0, "m:champ", "m:chall", "crispops")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("crispops.cli.rollout.model_tag", lambda _s, tag: tag)
+        v = log_analysis(s)(state)
+    assert v.status == "wait"
+    assert "Prometheus at http://127.0.0.1:9 is not reachable" in v.reasons[0]

@@ -124,3 +124,48 @@ def test_challenger_unreachable_is_an_error_fast_and_a_mirror_reports_it() -> No
         assert ch.shadow_in_flight == 0
     finally:
         ch.close()
+
+
+def test_a_challenger_call_does_not_search_sys_path() -> None:
+    """httpcore imports sniffio on each lock and event it sets up; without it installed
+    every call to the challenger paid ~4 failed imports (a sys.path scan each)."""
+    import importlib.machinery
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = b'[{"prediction": 1, "model_tag": "m:c"}]'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ch = Challenger()
+    url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+    searched: list[str] = []
+    find_spec = importlib.machinery.PathFinder.find_spec
+
+    def counting(name: str, *args: object, **kwargs: object) -> object:
+        searched.append(name)
+        return find_spec(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        assert ch.call(url, [{"x": 1}], timeout=5).result(timeout=10)[0]["model_tag"] == "m:c"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(importlib.machinery.PathFinder, "find_spec", counting)
+            for _ in range(5):
+                assert len(ch.call(url, [{"x": 1}], timeout=5).result(timeout=10)) == 1
+        assert searched == []
+    finally:
+        ch.close()
+        server.shutdown()

@@ -53,17 +53,23 @@ def model_tag(s: Settings, bento_or_model_tag: str) -> str:
 
 
 def log_analysis(s: Settings, window: str | None = None) -> Any:
-    """The cluster loop's analysis: the project's prediction log over rollout.window."""
-    from crispops.monitoring.analysis import analyze, window_from_log
+    """The cluster loop's analysis: the project's prediction log over rollout.window (and
+    Prometheus, when configured). Prometheus failing to answer is a "wait", not an error:
+    the loop asks again, and a rollout is never stepped nor rolled back on no evidence."""
+    from crispops.monitoring.analysis import Verdict, analyze, window_from_log
+    from crispops.monitoring.prometheus import PrometheusError
 
     def run(state: RolloutState) -> Verdict:
-        w = window_from_log(
-            s,
-            model_tag(s, state.champion),
-            model_tag(s, state.challenger),
-            "shadow" if state.strategy == "shadow" else "canary",
-            window,
-        )
+        try:
+            w = window_from_log(
+                s,
+                model_tag(s, state.champion),
+                model_tag(s, state.challenger),
+                "shadow" if state.strategy == "shadow" else "canary",
+                window,
+            )
+        except PrometheusError as exc:
+            return Verdict("wait", [f"{exc}; asking again"])
         return analyze(w, s.rollout)
 
     return run

@@ -15,6 +15,11 @@ the labels that came back. Each check that can be measured is one reason to fail
 - the realized metric per arm, once ``min_labels`` labels came back for each: the
   challenger's may be worse by ``max_metric_drop``.
 
+With ``rollout.prometheus_url`` set, the error rate and p99 come from Prometheus
+instead (the services' own ``crispops_predictions_total`` and ``crispops_predict_seconds``
+per model tag, :mod:`crispops.monitoring.prometheus`), the rest from the log; an arm
+Prometheus has no series of is ``wait``.
+
 Fewer than ``min_requests`` records in either arm is ``wait``, never ``pass``: a
 rollout steps on only after a ``pass``. Pure functions over DataFrames: the cluster
 loop takes any ``Callable[[], Verdict]`` as its analysis, so tests feed it.
@@ -32,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from crispops.config import RolloutSettings, Settings, duration_seconds
+from crispops.monitoring.prometheus import PREDICTIONS, LiveMetrics, arm_metrics
 from crispops.monitoring.store import ParquetSink, Sink, labeled, now
 
 Mode = Literal["shadow", "canary"]
@@ -53,6 +59,7 @@ class Window:
     mode: Mode = "canary"
     task: str = "binary"
     feedback: pd.DataFrame | None = None
+    live: LiveMetrics | None = None  # error rate and p99 per arm from Prometheus
 
 
 @dataclass(frozen=True)
@@ -153,32 +160,68 @@ def analyze(window: Window, limits: RolloutSettings | None = None) -> Verdict:
     ]
     if short:
         return Verdict("wait", short, m)
+    live = window.live
+    if live is not None:
+        m["live_source"] = live.url
+        unseen = [
+            f"the {arm} ({tag})"
+            for arm, tag in (("champion", window.champion), ("challenger", window.challenger))
+            if tag not in live.arms
+        ]
+        if unseen:
+            return Verdict(
+                "wait",
+                [
+                    f"Prometheus at {live.url} has no {PREDICTIONS} series of "
+                    f"{' or '.join(unseen)} over the last {live.window}: not scraped yet, "
+                    "or rollout.prometheus_selector matches none of them"
+                ],
+                m,
+            )
 
     failures: list[str] = []
     notes: list[str] = []
 
     err_champ, err_chall = _errors(champ), _errors(chall)
     if err_champ is not None and err_chall is not None:
-        a, b = float(err_champ.mean()), float(err_chall.mean())
-        m.update(champion_error_rate=a, challenger_error_rate=b)
-        line = f"error rate {b:.2%} vs champion {a:.2%} (max +{limits.max_error_rate_delta:.2%})"
-        (failures if b - a > limits.max_error_rate_delta else notes).append(line)
         ok_champ, ok_chall = champ[~err_champ], chall[~err_chall]
     else:
-        notes.append("error rate not logged")
         ok_champ, ok_chall = champ, chall
+    rates: tuple[float, float] | None = None
+    if live is not None:
+        a_live, b_live = live.arms[window.champion], live.arms[window.challenger]
+        rates = (a_live.error_rate, b_live.error_rate)
+        m.update(champion_live_requests=a_live.requests, challenger_live_requests=b_live.requests)
+    elif err_champ is not None and err_chall is not None:
+        rates = (float(err_champ.mean()), float(err_chall.mean()))
+    if rates is not None:
+        a, b = rates
+        m.update(champion_error_rate=a, challenger_error_rate=b)
+        line = f"error rate {b:.2%} vs champion {a:.2%} (max +{limits.max_error_rate_delta:.2%})"
+        if live is not None:
+            line += " (Prometheus)"
+        (failures if b - a > limits.max_error_rate_delta else notes).append(line)
+    else:
+        notes.append("error rate not logged")
 
-    p_champ, p_chall = _p99(ok_champ), _p99(ok_chall)
+    if live is not None:
+        p_champ = live.arms[window.champion].p99_ms
+        p_chall = live.arms[window.challenger].p99_ms
+    else:
+        p_champ, p_chall = _p99(ok_champ), _p99(ok_chall)
+    for key, value in (("champion_p99_ms", p_champ), ("challenger_p99_ms", p_chall)):
+        if value is not None:
+            m[key] = value
     if p_champ is not None and p_chall is not None and p_champ > 0:
         ratio = p_chall / p_champ
-        m.update(champion_p99_ms=p_champ, challenger_p99_ms=p_chall, p99_ratio=ratio)
+        m["p99_ratio"] = ratio
         line = (
             f"p99 {p_chall:.1f} ms vs {p_champ:.1f} ms "
             f"({ratio:.2f}x, max {limits.max_p99_ratio:g}x)"
-        )
+        ) + (" (Prometheus)" if live is not None else "")
         (failures if ratio > limits.max_p99_ratio else notes).append(line)
     else:
-        notes.append("latency not logged")
+        notes.append("latency not in Prometheus" if live is not None else "latency not logged")
 
     s_champ = ok_champ["score"].to_numpy(dtype=float)
     s_chall = ok_chall["score"].to_numpy(dtype=float)
@@ -255,13 +298,29 @@ def window_from_log(
     window: str | None = None,
     end: datetime | None = None,
 ) -> Window:
-    """The last ``window`` (default rollout.window) of the project's prediction log."""
+    """The last ``window`` (default rollout.window) of the project's prediction log, and
+    of Prometheus' metrics when ``rollout.prometheus_url`` is set (a
+    :class:`~crispops.monitoring.prometheus.PrometheusError` when it cannot answer)."""
     end = end or now()
-    start = end - timedelta(seconds=duration_seconds(window or settings.rollout.window))
+    span = window or settings.rollout.window
+    seconds = duration_seconds(span)
+    start = end - timedelta(seconds=seconds)
+    live = None
+    r = settings.rollout
+    if r.prometheus_url:
+        live = arm_metrics(
+            r.prometheus_url,
+            [champion, challenger],
+            seconds,
+            span,
+            at=end.timestamp(),
+            selector=r.prometheus_selector,
+            timeout_s=r.prometheus_timeout_s,
+        )
     sink = sink_for(settings)
     try:
         predictions = sink.read_predictions(start, end)
         feedback = sink.read_feedback()
     finally:
         sink.close()
-    return Window(predictions, champion, challenger, mode, settings.data.task, feedback)
+    return Window(predictions, champion, challenger, mode, settings.data.task, feedback, live)

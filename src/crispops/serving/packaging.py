@@ -32,6 +32,7 @@ RUNTIME_PACKAGES = (
     "feast",
     "redis",
     "psycopg",
+    "sniffio",  # the router's httpx/httpcore client: see pyproject.toml
 )
 
 

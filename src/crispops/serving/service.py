@@ -740,11 +740,16 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             return out
 
         def count(self, endpoint: str, out: list[Prediction]) -> None:
+            # one increment per (outcome, model) of the batch, not one per record: each
+            # is a lock and a write to BentoML's multiprocess metrics file
+            tally: dict[tuple[str, str], int] = {}
             for p in out:
                 outcome = "error" if p.error else ("imputed" if p.imputed else "ok")
-                predictions.labels(endpoint=endpoint, outcome=outcome, model_tag=p.model_tag).inc()
+                tally[outcome, p.model_tag] = tally.get((outcome, p.model_tag), 0) + 1
                 if p.error and endpoint == "predict_entity":
                     log.warning("predict_entity: %s", p.error)
+            for (outcome, tag), n in tally.items():
+                predictions.labels(endpoint=endpoint, outcome=outcome, model_tag=tag).inc(n)
 
         @bentoml.api
         def feedback(self, records: FeedbackRecords) -> FeedbackAnswer:

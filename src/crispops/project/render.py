@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from crispops.config import ClusterSettings, Engine, ServingSettings, SparkSettings
+from crispops.config import (
+    SPARK_COMPONENT_IMAGE,
+    ClusterSettings,
+    Engine,
+    ServingSettings,
+    SparkSettings,
+)
 from crispops.project.columns import entity_name
 
 if TYPE_CHECKING:
@@ -254,7 +260,9 @@ def render_settings(
         body = "\n".join(f"{k} = {_toml(v)}" for k, v in cand.items())
         blocks.append(f"\n[[training.candidates]]\n{body}\n")
     serving = ServingSettings()
-    cluster = ClusterSettings()
+    # A Spark project's tasks need Java and pyspark: the components' -spark image.
+    spark_image = {"component_image": SPARK_COMPONENT_IMAGE} if engine == "spark" else {}
+    cluster = ClusterSettings(**spark_image)
     serving_keys = ("port", "workers", "max_batch_size", "missing_entity")
     cluster_lines = [
         f"{k} = {_toml(getattr(cluster, k))}" for k in ("namespace", "registry", "component_image")

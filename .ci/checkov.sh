@@ -4,7 +4,8 @@
 # checkov does not fit in the project's .venv (it downgrades packaging and
 # others), so it gets a virtual environment of its own: .venv-checkov.
 # Each overlay under manifests/overlays/ is rendered with `kubectl kustomize`
-# and scanned as one file. A check that cannot apply is skipped in the
+# and scanned as one file, and so is each of dev and prod with components/spark
+# composed in (as tests/unit/test_manifests.py renders them). A check that cannot apply is skipped in the
 # manifest itself, on the object, with a reason:
 #   metadata.annotations: checkov.io/skipN: CKV_K8S_XX=<justification>
 # Exits non-zero when any overlay fails to render, has a failed check, or
@@ -38,13 +39,33 @@ fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
+# overlays/<env> + components/spark, in a kustomization of their own (relative paths:
+# kustomize refuses absolute ones).
+for env in dev prod; do
+    [ -f "manifests/overlays/$env/kustomization.yaml" ] || continue
+    mkdir -p "$tmp/spark-$env"
+    cat >"$tmp/spark-$env/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: crispops
+resources:
+  - $(realpath --relative-to="$tmp/spark-$env" "manifests/overlays/$env")
+components:
+  - $(realpath --relative-to="$tmp/spark-$env" manifests/components/spark)
+images:
+  - name: crispops-components-spark
+    newName: ghcr.io/crispops/crispops-components
+    newTag: 0.1.0-spark
+EOF
+done
+
 status=0
 found=0
-for dir in manifests/overlays/*/; do
+for dir in manifests/overlays/*/ "$tmp"/spark-*/; do
     [ -f "$dir/kustomization.yaml" ] || continue
     found=1
     env="$(basename "$dir")"
-    echo "== checkov: manifests/overlays/$env"
+    echo "== checkov: $env"
     if ! "$KUBECTL" kustomize "$dir" >"$tmp/$env.yaml"; then
         echo "checkov.sh: kubectl kustomize $dir failed" >&2
         status=1

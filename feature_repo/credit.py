@@ -8,13 +8,33 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource
+from feast.data_source import DataSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 from feast.value_type import ValueType
 
-DATA = Path(__file__).resolve().parent / "data"
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
 OWNER = "risk-ml@crispops.dev"
+#: `crispops demo --engine spark` runs these definitions with Feast's Spark offline store
+#: (its feature_store.yaml says so): the same Parquet files, read by Spark.
+SPARK = (yaml.safe_load((HERE / "feature_store.yaml").read_text()) or {}).get(
+    "offline_store", {}
+).get("type") == "spark"
+
+
+def parquet_source(**fields: Any) -> DataSource:
+    """A Parquet file source: a FileSource, or on Spark a SparkSource of the same file."""
+    if SPARK:
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+            SparkSource,
+        )
+
+        return SparkSource(file_format="parquet", **fields)
+    return FileSource(**fields)
+
 
 # Entity -----------------------------------------------------------------------------
 customer = Entity(
@@ -27,7 +47,7 @@ customer = Entity(
 )
 
 # Data sources -----------------------------------------------------------------------
-customer_profile_source = FileSource(
+customer_profile_source = parquet_source(
     name="customer_profile_source",
     path=str(DATA / "customer_profiles.parquet"),
     timestamp_field="event_timestamp",
@@ -36,7 +56,7 @@ customer_profile_source = FileSource(
     owner=OWNER,
 )
 
-account_activity_source = FileSource(
+account_activity_source = parquet_source(
     name="account_activity_source",
     path=str(DATA / "account_activity.parquet"),
     timestamp_field="event_timestamp",

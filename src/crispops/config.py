@@ -39,6 +39,9 @@ ENV_PREFIX = "CRISPOPS_"
 #: project's Dockerfile with this tag; ``cluster.component_image`` overrides it.
 COMPONENT_REPOSITORY = "ghcr.io/crispops/crispops-components"
 COMPONENT_IMAGE = f"{COMPONENT_REPOSITORY}:{__version__}"
+#: The same image with Java 17 and pyspark (``--build-arg SPARK=1``): what the pipeline's
+#: tasks and the materialization job run in when ``feature_store.engine = "spark"``.
+SPARK_COMPONENT_IMAGE = f"{COMPONENT_IMAGE}-spark"
 
 TaskType = Literal["binary", "multiclass", "regression"]
 #: The kind of a feature or request field, as the contract and the request models see it.
@@ -159,6 +162,15 @@ class ValidationSettings(_Section):
         )
 
 
+#: Spark on Kubernetes (client mode), as manifests/components/spark wires it: the driver's
+#: RPC and block-manager ports (its NetworkPolicies open exactly these), where it mounts
+#: the executor pod template, and the executors' ServiceAccount (no token).
+SPARK_DRIVER_PORT = 7078
+SPARK_BLOCK_MANAGER_PORT = 7079
+SPARK_EXECUTOR_TEMPLATE = "/etc/spark/executor-pod-template.yaml"
+SPARK_EXECUTOR_SERVICE_ACCOUNT = "crispops-spark-executor"
+_SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
 #: The feature store's compute engine: the offline store and the materialization engine.
 Engine = Literal["duckdb", "spark"]
 _SPARK_SIZE = r"^\d+[kmgt]$"
@@ -195,12 +207,19 @@ class SparkSettings(_Section):
     executor_memory: str = Field(
         default="4g", pattern=_SPARK_SIZE, description="spark.executor.memory on a cluster."
     )
+    executor_instances: int = Field(
+        default=2, ge=1, description="spark.executor.instances: executor pods on a cluster."
+    )
+    executor_cores: int = Field(
+        default=1, ge=1, description="spark.executor.cores: task slots (and CPU) per executor."
+    )
     shuffle_partitions: int = Field(
         default=16, ge=1, description="spark.sql.shuffle.partitions: the join's partitions."
     )
     image: str = Field(
-        default=f"{COMPONENT_REPOSITORY}:{__version__}",
-        description="Image of the Spark driver and executors on a cluster (pinned tag).",
+        default=SPARK_COMPONENT_IMAGE,
+        description="Image of the Spark driver and executors on a cluster (pinned tag): the "
+        "components' image with Java 17 and pyspark.",
     )
     service_account: str = Field(
         default="crispops-spark", description="ServiceAccount of the Spark driver on a cluster."
@@ -232,6 +251,42 @@ class SparkSettings(_Section):
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
             "spark.log.level": "ERROR",
+        }
+
+    def cluster_conf(self, namespace: str) -> dict[str, str]:
+        """The spark_conf of feature_store.cluster.yaml: ``cluster_master``; on ``k8s://``
+        the driver is the pod Feast runs in (client mode) and its executors are pods of
+        ``namespace`` made from the pod template manifests/components/spark mounts."""
+        conf = self.session_conf(self.cluster_master) | {
+            "spark.executor.memory": self.executor_memory,
+            "spark.executor.instances": str(self.executor_instances),
+            "spark.executor.cores": str(self.executor_cores),
+        }
+        if not self.cluster_master.startswith("k8s://"):
+            return conf
+        return conf | {
+            "spark.submit.deployMode": "client",
+            "spark.kubernetes.namespace": namespace,
+            "spark.kubernetes.container.image": self.image,
+            "spark.kubernetes.authenticate.caCertFile": f"{_SA_DIR}/ca.crt",
+            "spark.kubernetes.authenticate.oauthTokenFile": f"{_SA_DIR}/token",
+            "spark.kubernetes.authenticate.driver.serviceAccountName": self.service_account,
+            "spark.kubernetes.authenticate.executor.serviceAccountName": (
+                SPARK_EXECUTOR_SERVICE_ACCOUNT
+            ),
+            "spark.kubernetes.executor.podTemplateFile": SPARK_EXECUTOR_TEMPLATE,
+            "spark.kubernetes.executor.podTemplateContainerName": "executor",
+            "spark.kubernetes.executor.request.cores": f"{self.executor_cores * 500}m",
+            "spark.kubernetes.executor.limit.cores": str(self.executor_cores),
+            "spark.kubernetes.executor.volumes.emptyDir.spark-local-dir-1.mount.path": (
+                "/var/data/spark-local"
+            ),
+            "spark.kubernetes.executor.volumes.emptyDir.spark-local-dir-1.options.sizeLimit": (
+                "8Gi"
+            ),
+            "spark.driver.port": str(SPARK_DRIVER_PORT),
+            "spark.driver.blockManager.port": str(SPARK_BLOCK_MANAGER_PORT),
+            "spark.blockManager.port": str(SPARK_BLOCK_MANAGER_PORT),
         }
 
 
@@ -644,6 +699,16 @@ class Settings(BaseSettings):
     def models_file(self) -> Path:
         """The registry of the project's packaged models (champion, challengers...)."""
         return self.state_path / "models.json"
+
+    @property
+    def task_image(self) -> str:
+        """The image the pipeline's tasks run in on a cluster: ``cluster.component_image``,
+        except that a Spark project never gets the default image without Java (its tasks
+        would fail to start Spark): that one becomes its ``-spark`` variant."""
+        image = self.cluster.component_image
+        if self.feature_store.engine == "spark" and image == COMPONENT_IMAGE:
+            return SPARK_COMPONENT_IMAGE
+        return image
 
     @property
     def higher_is_better(self) -> bool:

@@ -1,13 +1,16 @@
-"""A project on Feast's Spark offline store and Spark materialization engine, end to end.
+"""Projects on Feast's Spark offline store and Spark materialization engine, end to end.
 
 `crispops init --engine spark` on a small table, then the real CLI's `features apply /
-materialize / check`, the training pipeline through kfp.local (its ingest step joins
-through Spark local[2]) to a champion, and the same label rows joined through DuckDB
-giving the same training set.
+materialize / check`, and the same label rows joined through DuckDB giving the same
+training set; `crispops demo --engine spark`: the demo's data, features, checks and
+training pipeline through kfp.local (its ingest step joins through Spark local[2]) to a
+champion. The pipeline runs once, in the demo (each Spark run costs a JVM and a
+session: the Spark tests stay at a few minutes).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from crispops.champion import read_champion
 from crispops.cli import app
 from crispops.config import load_settings
 from crispops.contract import feature_store, load_contract
-from crispops.orchestration.local import run_training
 from crispops.steps.ingest import ingest
-from support.projects import fast_settings
+from support.projects import FAST_CANDIDATES
 from tests.conftest import REQUIRE_SERVICES
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
@@ -73,8 +76,8 @@ def shop_data(path: Path, seed: int = 3) -> None:
     ).to_parquet(path, index=False)
 
 
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args), env=WIDE)
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env={**WIDE, **(env or {})})
     return result.exit_code, result.output
 
 
@@ -118,12 +121,6 @@ def test_spark_project_runs_the_lifecycle(projects: tuple[Path, Path]) -> None:
     assert out.startswith("ok:"), out
     assert f"{SHOPS} entities x 3 features match" in " ".join(out.split())
 
-    result = run_training(fast_settings(spark))
-    assert result.ok, result.error
-    assert "package" in result.completed()
-    champion = read_champion(load_settings(spark).champion_file)
-    assert champion is not None and champion.model_tag.startswith("shops_v1:")
-
 
 def test_spark_and_duckdb_give_the_same_training_set(projects: tuple[Path, Path]) -> None:
     spark, duck = projects
@@ -139,3 +136,25 @@ def test_spark_and_duckdb_give_the_same_training_set(projects: tuple[Path, Path]
     got, want = frames
     assert list(got.columns) == list(want.columns)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_demo_runs_on_spark(tmp_path: Path) -> None:
+    """`crispops demo --engine spark`: the demo made as a Spark project, its data
+    generated, features applied, materialized and checked through Spark, the training
+    pipeline run to a champion (two quick candidates, through the environment)."""
+    project = tmp_path / "spark-demo"
+    quick = {"CRISPOPS_TRAINING__CANDIDATES": json.dumps(FAST_CANDIDATES)}
+    code, out = invoke(
+        "demo", "--engine", "spark", "-p", str(project), "--customers", "60", env=quick
+    )
+    text = " ".join(out.split())
+    assert code == 0, out[-4000:]
+    assert f"created the Spark demo project in {project}" in text
+    assert "ok:" in text and "(online == latest offline)" in text, "features check"
+    s = load_settings(project)
+    assert s.feature_store.engine == "spark"
+    registry = yaml.safe_load((project / "feature_repo" / "feature_store.yaml").read_text())
+    assert registry["offline_store"]["type"] == "spark"
+    champion = read_champion(s.champion_file)
+    assert champion is not None and champion.model_tag.startswith("credit_default_v1:")
+    assert champion.candidate in {c["name"] for c in FAST_CANDIDATES}

@@ -16,7 +16,14 @@ Each overlay under ``manifests/overlays/`` is rendered with ``kubectl kustomize`
 - wiring: Services, HPAs, PDBs and NetworkPolicies select or target objects that
   exist; generated ConfigMaps carry a hash suffix and are referenced by it;
 - environments: dev runs one replica with in-cluster stores, prod at least three
-  replicas, PDBs and managed stores.
+  replicas, PDBs and managed stores;
+- Spark: ``components/spark`` composed into dev and prod (``dev+spark``, ``prod+spark``:
+  a kustomization in a temporary directory with the overlay as its resource, the
+  Component and the Spark image's pin) passes every check above, and the executor pod
+  template it ships in a ConfigMap is checked as a workload of its own. The one
+  exception to "no service-account token" is the Spark driver (the materialization job
+  in a Spark render), whose ServiceAccount's only permissions are the Role that lets
+  it create and delete its executor pods and their ConfigMap.
 
 Probes are not required on Job/CronJob pods: a run-to-completion pod serves
 nothing to probe, a readiness probe means nothing for it, and its health is its
@@ -33,6 +40,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +89,9 @@ GENERATED_CONFIGMAPS = {
     "crispops-feature-store-env",
     "crispops-model-service-env",
 }
+SPARK_CONFIGMAPS = {"crispops-feature-store-spark", "crispops-spark-executor-template"}
+#: The feature_store.yaml ConfigMaps: the online-only one, and the Spark driver's.
+FEATURE_STORE_CONFIGMAPS = {"crispops-feature-store", "crispops-feature-store-spark"}
 CREDENTIALS_SECRET = "crispops-feast-credentials"
 #: Every Secret a workload may reference, each created out of band: Feast's stores, the
 #: prediction log's DSN (the monitor reads the log), the KFP token (it submits retraining).
@@ -95,29 +106,98 @@ def _overlays() -> list[str]:
 
 
 OVERLAYS = _overlays()
+SPARK_COMPONENT = MANIFESTS / "components" / "spark"
+#: An overlay with components/spark composed in, as a user's overlay would list it.
+SPARK_SUFFIX = "+spark"
+SPARK_RENDERS = [f"{env}{SPARK_SUFFIX}" for env in OVERLAYS if env in {"dev", "prod"}]
+RENDERS = OVERLAYS + SPARK_RENDERS
+SPARK_IMAGE_PIN = {
+    "name": "crispops-components-spark",
+    "newName": "ghcr.io/crispops/crispops-components",
+    "newTag": "0.1.0-spark",
+}
+#: ConfigMaps that carry a pod template (a pod someone else creates from it): their pods
+#: are checked like every workload's.
+EMBEDDED_POD_TEMPLATES = {"crispops-spark-executor-template": "executor-pod-template.yaml"}
+#: The Spark driver: the only pod that mounts a service-account token, and only in a
+#: render with components/spark, as this ServiceAccount.
+SPARK_DRIVER = "CronJob/crispops-materialization"
+SPARK_DRIVER_SA = "crispops-spark"
+#: What the driver's Role may do: its executor pods and their ConfigMap, nothing more.
+SPARK_ROLE_RESOURCES = {"pods", "configmaps"}
+SPARK_ROLE_VERBS = {"get", "list", "watch", "create", "delete", "deletecollection"}
+
+
+def is_spark(env: str) -> bool:
+    return env.endswith(SPARK_SUFFIX)
 
 
 class RenderError(RuntimeError):
     pass
 
 
-@functools.cache
-def render(env: str) -> tuple[dict[str, Any], ...]:
-    """The objects `kubectl kustomize manifests/overlays/<env>` prints."""
+def _kustomize(path: Path, what: str) -> tuple[dict[str, Any], ...]:
     assert KUBECTL is not None
     try:
         proc = subprocess.run(
-            [KUBECTL, "kustomize", str(MANIFESTS / "overlays" / env)],
+            [KUBECTL, "kustomize", str(path)],
             capture_output=True,
             text=True,
             timeout=RENDER_TIMEOUT_S,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise RenderError(f"kubectl kustomize overlays/{env} took over {exc.timeout}s") from None
+        raise RenderError(f"kubectl kustomize {what} took over {exc.timeout}s") from None
     if proc.returncode != 0:
-        raise RenderError(f"kubectl kustomize overlays/{env} failed:\n{proc.stderr}")
+        raise RenderError(f"kubectl kustomize {what} failed:\n{proc.stderr}")
     return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
+
+
+@functools.cache
+def render(env: str) -> tuple[dict[str, Any], ...]:
+    """The objects `kubectl kustomize manifests/overlays/<env>` prints; for ``<env>+spark``,
+    those of an overlay that lists overlays/<env> and components/spark (kustomize takes
+    only relative paths, so the temporary kustomization names them relative to itself)."""
+    if not is_spark(env):
+        return _kustomize(MANIFESTS / "overlays" / env, f"overlays/{env}")
+    base = env.removesuffix(SPARK_SUFFIX)
+    with tempfile.TemporaryDirectory(prefix="spark-overlay-") as tmp:
+        overlay = MANIFESTS / "overlays" / base
+        doc = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "namespace": NAMESPACE,
+            "resources": [os.path.relpath(overlay, tmp)],
+            "components": [os.path.relpath(SPARK_COMPONENT, tmp)],
+            "images": [SPARK_IMAGE_PIN],
+        }
+        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(doc))
+        return _kustomize(Path(tmp), f"overlays/{base} + components/spark")
+
+
+def embedded_pods(objs: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """The pods of EMBEDDED_POD_TEMPLATES, named after their ConfigMap."""
+    pods = []
+    for cm in of_kind(objs, "ConfigMap"):
+        key = EMBEDDED_POD_TEMPLATES.get(base_name(cm["metadata"]["name"]))
+        if key is None:
+            continue
+        pod = yaml.safe_load(cm["data"][key])
+        pod["metadata"]["name"] = base_name(cm["metadata"]["name"])
+        pod["metadata"]["namespace"] = cm["metadata"]["namespace"]
+        pods.append(pod)
+    return pods
+
+
+def is_embedded(obj: dict[str, Any]) -> bool:
+    return obj["kind"] == "Pod" and obj["metadata"]["name"] in EMBEDDED_POD_TEMPLATES
+
+
+@functools.cache
+def objects(env: str) -> tuple[dict[str, Any], ...]:
+    """The render's objects and the pods its ConfigMaps carry as templates."""
+    objs = render(env)
+    return (*objs, *embedded_pods(objs))
 
 
 def _rendered_or_empty(env: str) -> tuple[dict[str, Any], ...]:
@@ -188,8 +268,9 @@ def workloads(objs: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
 
 def _workload_params() -> list[Any]:
     params = []
-    for env in OVERLAYS:
-        for obj in workloads(_rendered_or_empty(env)):
+    for env in RENDERS:
+        objs = _rendered_or_empty(env)
+        for obj in workloads((*objs, *embedded_pods(objs))):
             params.append(pytest.param(env, ident(obj), id=f"{env}-{ident(obj)}"))
     return params
 
@@ -199,7 +280,7 @@ WORKLOAD_PARAMS = _workload_params()
 
 def workload(env: str, ref: str) -> dict[str, Any]:
     kind, name = ref.split("/", 1)
-    return one(render(env), kind, name)
+    return one(objects(env), kind, name)
 
 
 # Rendering and schema ---------------------------------------------------------------
@@ -207,7 +288,7 @@ def test_overlays_exist() -> None:
     assert {"dev", "prod"} <= set(OVERLAYS), f"overlays found: {OVERLAYS}"
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_overlay_renders(env: str) -> None:
     objs = render(env)
     assert objs, f"overlays/{env} rendered nothing"
@@ -219,10 +300,10 @@ def test_overlay_renders(env: str) -> None:
 
 
 @pytest.mark.parametrize("version", [OLDEST_K8S, NEWEST_K8S])
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_objects_validate_against_schema(env: str, version: str) -> None:
     errors = []
-    for obj in render(env):
+    for obj in objects(env):
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -250,7 +331,12 @@ def test_pod_security_context_is_restricted(env: str, ref: str) -> None:
     assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", ref
     for field in ("hostNetwork", "hostPID", "hostIPC"):
         assert not spec.get(field), f"{ref}: {field} is not allowed"
-    assert spec.get("automountServiceAccountToken") is False, f"{ref}: token must not be mounted"
+    if is_spark(env) and ref == SPARK_DRIVER:
+        # The exception, explicit: test_only_the_spark_driver_mounts_a_token bounds it.
+        assert spec.get("automountServiceAccountToken") is True, f"{ref}: the driver's token"
+        assert spec.get("serviceAccountName") == SPARK_DRIVER_SA, ref
+    else:
+        assert spec.get("automountServiceAccountToken") is False, f"{ref}: no token"
     for vol in spec.get("volumes", []):
         assert "hostPath" not in vol, f"{ref}: hostPath volume {vol['name']}"
 
@@ -312,9 +398,9 @@ def test_probes(env: str, ref: str) -> None:
     obj = workload(env, ref)
     for c in pod_template(obj)["spec"].get("containers", []):
         where = f"{ref} container {c['name']}"
-        if obj["kind"] in JOB_KINDS:
-            # Run-to-completion pods are exempt (see the module docstring); a
-            # readiness probe on one is a mistake.
+        if obj["kind"] in JOB_KINDS or is_embedded(obj):
+            # Run-to-completion pods (and Spark's executors, which end with their job)
+            # are exempt (see the module docstring); a readiness probe on one is a mistake.
             assert "readinessProbe" not in c, f"{where}: a Job pod serves nothing"
             continue
         assert c.get("livenessProbe"), f"{where}: livenessProbe missing"
@@ -323,7 +409,12 @@ def test_probes(env: str, ref: str) -> None:
 
 @pytest.mark.parametrize(("env", "ref"), WORKLOAD_PARAMS)
 def test_images_are_pinned(env: str, ref: str) -> None:
-    for c in containers(pod_template(workload(env, ref))["spec"]):
+    obj = workload(env, ref)
+    for c in containers(pod_template(obj)["spec"]):
+        if is_embedded(obj):
+            # Spark sets it from spark.kubernetes.container.image (test_spark_driver_wiring).
+            assert "image" not in c, f"{ref}: the template's image would be overwritten"
+            continue
         image = c["image"]
         last = image.rsplit("/", 1)[-1]
         assert "@sha256:" in image or ":" in last, f"{ref}: image {image} has no tag"
@@ -379,7 +470,7 @@ def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_no_empty_security_context(env: str) -> None:
     empties = [
         f"{ident(obj)}: {path}"
@@ -390,7 +481,7 @@ def test_no_empty_security_context(env: str) -> None:
     assert not empties, "empty securityContext: " + ", ".join(empties)
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_no_inline_secret_values(env: str) -> None:
     objs = render(env)
     for secret in of_kind(objs, "Secret"):
@@ -413,7 +504,7 @@ def test_no_inline_secret_values(env: str) -> None:
                 assert m.group(1).startswith("${"), f"{ident(cm)}: inline password in {key}"
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_every_object_has_the_standard_labels(env: str) -> None:
     missing = []
     for obj in render(env):
@@ -426,7 +517,7 @@ def test_every_object_has_the_standard_labels(env: str) -> None:
     assert not missing, "missing labels:\n" + "\n".join(missing)
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_selectors_are_name_and_instance_only(env: str) -> None:
     for obj in render(env):
         kind = obj["kind"]
@@ -455,7 +546,7 @@ def test_selectors_are_name_and_instance_only(env: str) -> None:
                 assert not bad, f"{ident(obj)}: {path} selects on {bad}"
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_services_select_a_workload_and_its_ports(env: str) -> None:
     objs = render(env)
     for svc in of_kind(objs, "Service"):
@@ -481,7 +572,7 @@ def test_services_select_a_workload_and_its_ports(env: str) -> None:
             assert targets[0]["spec"]["serviceName"] == svc["metadata"]["name"]
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_hpas_target_existing_deployments(env: str) -> None:
     objs = render(env)
     hpas = of_kind(objs, "HorizontalPodAutoscaler")
@@ -503,7 +594,7 @@ def test_hpas_target_existing_deployments(env: str) -> None:
     assert {d["metadata"]["name"] for d in of_kind(objs, "Deployment")} <= scaled
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_pdbs_select_existing_workloads(env: str) -> None:
     objs = render(env)
     for pdb in of_kind(objs, "PodDisruptionBudget"):
@@ -514,7 +605,7 @@ def test_pdbs_select_existing_workloads(env: str) -> None:
         )
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_namespace_enforces_restricted(env: str) -> None:
     objs = render(env)
     ns = one(objs, "Namespace", NAMESPACE)
@@ -526,12 +617,13 @@ def test_namespace_enforces_restricted(env: str) -> None:
             assert obj["metadata"].get("namespace") == NAMESPACE, f"{ident(obj)} namespace"
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_generated_configmaps_are_hashed_and_referenced(env: str) -> None:
     objs = render(env)
     configmaps = {cm["metadata"]["name"] for cm in of_kind(objs, "ConfigMap")}
     by_base = {base_name(n): n for n in configmaps if HASHED_NAME_RE.match(n)}
-    assert set(by_base) >= GENERATED_CONFIGMAPS, f"hash-suffixed ConfigMaps: {sorted(configmaps)}"
+    expected = GENERATED_CONFIGMAPS | (SPARK_CONFIGMAPS if is_spark(env) else set())
+    assert set(by_base) >= expected, f"hash-suffixed ConfigMaps: {sorted(configmaps)}"
     # Every ConfigMap reference in a pod names a ConfigMap of this render, by its hashed name.
     for obj in workloads(objs):
         spec = pod_template(obj)["spec"]
@@ -557,46 +649,45 @@ def test_generated_configmaps_are_hashed_and_referenced(env: str) -> None:
     } <= env_from
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_feast_workloads_have_every_variable_feature_store_yaml_needs(env: str) -> None:
-    """feature_store.yaml's ${VAR}s are all set, from the ConfigMap or the Secret."""
+    """feature_store.yaml's ${VAR}s are all set, from the ConfigMap or the Secret (each
+    feature_store.yaml of the render: the online-only one and, with Spark, the driver's)."""
     objs = render(env)
-    store_cm = next(
-        cm
-        for cm in of_kind(objs, "ConfigMap")
-        if base_name(cm["metadata"]["name"]) == "crispops-feature-store"
-    )
-    config = yaml.safe_load(store_cm["data"]["feature_store.yaml"])  # drops comments
-    needed = {
-        var
-        for _, _, value in walk(config)
-        if isinstance(value, str)
-        for var in re.findall(r"\$\{(\w+)\}", value)
-    }
-    assert needed, "feature_store.yaml expands no variables?"
     cms = {cm["metadata"]["name"]: cm.get("data") or {} for cm in of_kind(objs, "ConfigMap")}
     users = 0
-    for obj in workloads(objs):
-        spec = pod_template(obj)["spec"]
-        if not any(
-            v.get("configMap", {}).get("name") == store_cm["metadata"]["name"]
-            for v in spec.get("volumes", [])
-        ):
+    for store_cm in of_kind(objs, "ConfigMap"):
+        if base_name(store_cm["metadata"]["name"]) not in FEATURE_STORE_CONFIGMAPS:
             continue
-        users += 1
-        for c in spec["containers"]:
-            have = {e["name"] for e in c.get("env", [])}
-            for e in c.get("envFrom", []):
-                have |= {k for k, v in cms[e["configMapRef"]["name"]].items() if v}
-            assert needed <= have, f"{ident(obj)}: missing {sorted(needed - have)}"
-            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
-            assert "/etc/feast" in mounts, f"{ident(obj)}: feature_store.yaml not at /etc/feast"
+        config = yaml.safe_load(store_cm["data"]["feature_store.yaml"])  # drops comments
+        needed = {
+            var
+            for _, _, value in walk(config)
+            if isinstance(value, str)
+            for var in re.findall(r"\$\{(\w+)\}", value)
+        }
+        assert needed, "feature_store.yaml expands no variables?"
+        for obj in workloads(objs):
+            spec = pod_template(obj)["spec"]
+            if not any(
+                v.get("configMap", {}).get("name") == store_cm["metadata"]["name"]
+                for v in spec.get("volumes", [])
+            ):
+                continue
+            users += 1
+            for c in spec["containers"]:
+                have = {e["name"] for e in c.get("env", [])}
+                for e in c.get("envFrom", []):
+                    have |= {k for k, v in cms[e["configMapRef"]["name"]].items() if v}
+                assert needed <= have, f"{ident(obj)}: missing {sorted(needed - have)}"
+                mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+                assert "/etc/feast" in mounts, f"{ident(obj)}: feature_store.yaml not at /etc/feast"
     assert users >= 3, (
         "model service, feature server and materialization all read feature_store.yaml"
     )
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_checkov_skips_carry_a_reason(env: str) -> None:
     for obj in render(env):
         for key, value in (obj["metadata"].get("annotations") or {}).items():
@@ -609,7 +700,7 @@ def test_checkov_skips_carry_a_reason(env: str) -> None:
 
 
 # The workloads themselves -----------------------------------------------------------
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_model_service_contract(env: str) -> None:
     objs = render(env)
     deploy = one(objs, "Deployment", "crispops-model-service")
@@ -641,7 +732,7 @@ def test_model_service_contract(env: str) -> None:
     assert {"redis", "feature-server"} <= set(egress_peers)
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_feature_server_runs_feast_serve(env: str) -> None:
     deploy = one(render(env), "Deployment", "crispops-feature-server")
     c = pod_template(deploy)["spec"]["containers"][0]
@@ -652,7 +743,7 @@ def test_feature_server_runs_feast_serve(env: str) -> None:
     assert c["readinessProbe"]["httpGet"]["path"] == "/health"
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_materialization_cronjob(env: str) -> None:
     cron = one(render(env), "CronJob", "crispops-materialization")
     spec = cron["spec"]
@@ -672,7 +763,7 @@ def test_materialization_cronjob(env: str) -> None:
     assert "$(date -u" in argv, "materialize-incremental needs END_TS (now, UTC)"
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_monitoring_cronjob(env: str) -> None:
     """`crispops monitor --act` hourly: the log from PostgreSQL, the state on a claim that
     outlives the pod (the ledger keeps --act once per window), retraining submitted."""
@@ -752,7 +843,7 @@ def test_prod_is_replicated_with_pdbs_and_managed_stores() -> None:
     assert settings["POSTGRES_HOST"] and settings["POSTGRES_HOST"] != "crispops-postgres"
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
+@pytest.mark.parametrize("env", RENDERS)
 def test_overlays_pin_both_images(env: str) -> None:
     images = {
         c["image"] for w in workloads(render(env)) for c in containers(pod_template(w)["spec"])
@@ -794,3 +885,179 @@ def test_kustomizations_patch_by_name_never_by_index(path: Path) -> None:
     for image in doc.get("images", []):
         assert image.get("newTag") or image.get("digest"), f"{path}: {image} pins nothing"
         assert image.get("newTag") != "latest", f"{path}: {image} uses latest"
+
+
+# Spark on the cluster (components/spark) ------------------------------------------------
+@pytest.mark.parametrize("env", RENDERS)
+def test_only_the_spark_driver_mounts_a_token(env: str) -> None:
+    """The exception to "no service-account token", as narrow as it is meant to be: one
+    pod (the Spark driver), one ServiceAccount, one namespaced Role over its executor
+    pods and their ConfigMap; a render without Spark has no token and no RBAC at all."""
+    objs = objects(env)
+    mounting = {
+        ident(w)
+        for w in workloads(objs)
+        if pod_template(w)["spec"].get("automountServiceAccountToken") is not False
+    }
+    assert mounting == ({SPARK_DRIVER} if is_spark(env) else set()), mounting
+    assert not of_kind(objs, "ClusterRole") and not of_kind(objs, "ClusterRoleBinding")
+    if not is_spark(env):
+        assert not of_kind(objs, "Role") and not of_kind(objs, "RoleBinding")
+        return
+    driver = pod_template(one(objs, *SPARK_DRIVER.split("/")))["spec"]
+    assert driver["serviceAccountName"] == SPARK_DRIVER_SA
+    sa = one(objs, "ServiceAccount", SPARK_DRIVER_SA)
+    assert sa.get("automountServiceAccountToken") is False, "only the driver's pod opts in"
+    users = {
+        ident(w)
+        for w in workloads(objs)
+        if pod_template(w)["spec"].get("serviceAccountName") == SPARK_DRIVER_SA
+    }
+    assert users == {SPARK_DRIVER}, users
+    (binding,) = of_kind(objs, "RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": SPARK_DRIVER_SA, "namespace": NAMESPACE}
+    ]
+    assert binding["roleRef"]["kind"] == "Role"
+    role = one(objs, "Role", binding["roleRef"]["name"])
+    assert len(of_kind(objs, "Role")) == 1
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == [""], rule
+        assert set(rule["resources"]) <= SPARK_ROLE_RESOURCES, rule
+        assert set(rule["verbs"]) <= SPARK_ROLE_VERBS, rule
+        assert not rule.get("resourceNames"), rule
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    # Spark cannot work with less: it creates and watches executors and deletes them by label.
+    assert {("pods", v) for v in ("create", "watch", "list", "delete")} <= granted
+    assert ("configmaps", "create") in granted
+
+
+def _spark_conf(objs: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    cm = next(
+        cm
+        for cm in of_kind(objs, "ConfigMap")
+        if base_name(cm["metadata"]["name"]) == "crispops-feature-store-spark"
+    )
+    config = yaml.safe_load(cm["data"]["feature_store.yaml"])
+    return cm, config["offline_store"]["spark_conf"]
+
+
+@pytest.mark.parametrize("env", SPARK_RENDERS)
+def test_spark_driver_wiring(env: str) -> None:
+    """The materialization job is the Spark driver: the Spark image (the one its conf
+    names for the executors), the Spark feature store config, the executor pod template
+    where the conf looks for it; the serving pods keep the online-only config."""
+    from crispops.config import (
+        SPARK_BLOCK_MANAGER_PORT,
+        SPARK_DRIVER_PORT,
+        SPARK_EXECUTOR_SERVICE_ACCOUNT,
+    )
+
+    objs = objects(env)
+    store_cm, conf = _spark_conf(objs)
+    config = yaml.safe_load(store_cm["data"]["feature_store.yaml"])
+    assert config["offline_store"]["type"] == "spark"
+    assert config["batch_engine"]["type"] == "spark.engine"
+    assert config["batch_engine"]["spark_conf"] == conf, "one Spark session: one conf"
+    assert conf["spark.master"].startswith("k8s://")
+    assert conf["spark.submit.deployMode"] == "client"
+    assert conf["spark.kubernetes.namespace"] == NAMESPACE
+
+    cron = one(objs, "CronJob", "crispops-materialization")
+    pod = pod_template(cron)["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == conf["spark.kubernetes.container.image"], "driver and executors"
+    assert c["image"].endswith("-spark"), c["image"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"]}
+    assert mounts["/etc/feast"]["configMap"]["name"] == store_cm["metadata"]["name"]
+    template_path = Path(conf["spark.kubernetes.executor.podTemplateFile"])
+    template_cm = mounts[str(template_path.parent)]["configMap"]["name"]
+    assert base_name(template_cm) == "crispops-spark-executor-template"
+    assert template_path.name in one(objs, "ConfigMap", template_cm)["data"]
+    # The driver's JVM (spark.driver.memory) fits its container's limit with room for Python.
+    heap = int(conf["spark.driver.memory"].rstrip("g"))
+    limit = c["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") and int(limit.removesuffix("Gi")) > heap, limit
+
+    executor = one(objs, "Pod", "crispops-spark-executor-template")
+    (ec,) = executor["spec"]["containers"]
+    assert ec["name"] == conf["spark.kubernetes.executor.podTemplateContainerName"]
+    assert ec["command"] == ["/usr/local/bin/crispops-spark-executor"]
+    sa_name = conf["spark.kubernetes.authenticate.executor.serviceAccountName"]
+    assert sa_name == SPARK_EXECUTOR_SERVICE_ACCOUNT == executor["spec"]["serviceAccountName"]
+    assert one(objs, "ServiceAccount", sa_name)["automountServiceAccountToken"] is False
+
+    # The ports the conf fixes are the ones the NetworkPolicies open, both ways.
+    assert conf["spark.driver.port"] == str(SPARK_DRIVER_PORT)
+    assert conf["spark.driver.blockManager.port"] == str(SPARK_BLOCK_MANAGER_PORT)
+    assert conf["spark.blockManager.port"] == str(SPARK_BLOCK_MANAGER_PORT)
+    driver_labels = pod_template(cron)["metadata"]["labels"]
+    executor_labels = executor["metadata"]["labels"]
+
+    def ports_open(src: dict[str, str], dst: dict[str, str]) -> set[int]:
+        """TCP ports open from src to dst by both dst's ingress and src's egress rules."""
+
+        def rules(selected: dict[str, str], direction: str, peer: dict[str, str]) -> set[int]:
+            open_ = set()
+            for np in of_kind(objs, "NetworkPolicy"):
+                if not matches(np["spec"]["podSelector"], selected):
+                    continue
+                for rule in np["spec"].get(direction, []):
+                    peers = rule.get("from" if direction == "ingress" else "to")
+                    if peers is None or any(
+                        "podSelector" in p
+                        and "namespaceSelector" not in p
+                        and matches(p["podSelector"], peer)
+                        for p in peers
+                    ):
+                        open_ |= {p["port"] for p in rule.get("ports", [])}
+            return open_
+
+        return rules(dst, "ingress", src) & rules(src, "egress", dst)
+
+    assert {SPARK_DRIVER_PORT, SPARK_BLOCK_MANAGER_PORT} <= ports_open(
+        executor_labels, driver_labels
+    )
+    assert SPARK_BLOCK_MANAGER_PORT in ports_open(driver_labels, executor_labels)
+    assert SPARK_BLOCK_MANAGER_PORT in ports_open(executor_labels, executor_labels)
+    # Executors write to the online store.
+    if env.startswith("dev"):
+        redis = pod_template(one(objs, "StatefulSet", "crispops-redis"))["metadata"]["labels"]
+        assert 6379 in ports_open(executor_labels, redis)
+
+    for name in ("crispops-model-service", "crispops-feature-server"):
+        spec = pod_template(one(objs, "Deployment", name))["spec"]
+        stores = {base_name(v["configMap"]["name"]) for v in spec["volumes"] if "configMap" in v}
+        assert "crispops-feature-store" in stores, f"{name}: its image has no Java or pyspark"
+
+
+@pytest.mark.skipif(not SPARK_RENDERS, reason="no dev/prod overlay")
+def test_spark_component_feature_store_yaml_is_what_init_writes() -> None:
+    """components/spark/feature_store.yaml is `crispops init --engine spark`'s cluster
+    file for the demo project, byte for byte, and Feast loads it as a Spark config."""
+    from feast.repo_config import load_repo_config
+
+    from crispops.config import SparkSettings
+    from crispops.project.render import render_store_yaml
+
+    copy = SPARK_COMPONENT / "feature_store.yaml"
+    project = yaml.safe_load(
+        (MANIFESTS / "base" / "feature-store-config" / "feature_store.yaml").read_text()
+    )["project"]
+    expected = render_store_yaml(project, "spark", SparkSettings(), namespace=NAMESPACE)
+    assert copy.read_text() == expected["feature_store.cluster.yaml"], (
+        f"regenerate {copy.relative_to(ROOT)} with crispops.project.render.render_store_yaml"
+    )
+    variables = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_DB"}
+    variables |= {"REDIS_HOST", "REDIS_PASSWORD"}
+    with pytest.MonkeyPatch.context() as mp:
+        for name in variables:
+            mp.setenv(name, "x")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "feature_store.yaml"
+            path.write_text(copy.read_text())
+            config = load_repo_config(Path(tmp), path)
+    assert config.offline_store.type == "spark"
+    assert config.batch_engine.type == "spark.engine"
+    assert config.online_store.type == "redis"

@@ -483,6 +483,7 @@ def test_spark_engine_writes_spark_sources_and_stores(tmp_path: Path) -> None:
     s = load_settings(result.directory)
     assert s.feature_store.engine == "spark"
     assert s.feature_store.spark.master == "local[3]"
+    assert s.cluster.component_image.endswith("-spark"), "its tasks need Java and pyspark"
     # Spark 4 rejects Parquet nanosecond timestamps: both files are written in microseconds.
     import pyarrow.parquet as pq
 

@@ -63,7 +63,10 @@ def images_build(
         ),
     ] = None,
 ) -> None:
-    """Build the components' image and the champion's Bento image, with docker or podman."""
+    """Build the components' image and the champion's Bento image, with docker or podman.
+
+    A Spark project (feature_store.engine = "spark") gets the components' Spark variant,
+    <image>-spark: the same image with Java 17 and pyspark."""
     import shlex
 
     from crispops.champion import read_champion
@@ -78,7 +81,10 @@ def images_build(
             status.update(message)
             console.print(f"  [cyan]>[/] {message}", highlight=False)
 
-        component = build.build_component_image(engine, base_image=base_image, log=log)
+        spark = s.feature_store.engine == "spark"
+        component = build.build_component_image(
+            engine, base_image=base_image, tag=s.task_image if spark else None, spark=spark, log=log
+        )
         console.print(f"[green]built[/] {component}", highlight=False)
         if read_champion(s.champion_file) is None:
             console.print(

@@ -12,7 +12,7 @@ from rich.table import Table
 from crispops.cli.common import ProjectOpt, UserError, console, handle_errors, settings
 from crispops.cli.features import features_apply, features_check, features_materialize
 from crispops.cli.pipeline import run_pipeline
-from crispops.config import SparkSettings, bundled_demo_dir, env
+from crispops.config import CONFIG_FILE, SparkSettings, bundled_demo_dir, env
 
 
 @handle_errors
@@ -45,13 +45,34 @@ def demo_data(
     )
 
 
+ENGINES = ("duckdb", "spark")
+
+
 @handle_errors
 def demo(
     project: ProjectOpt = None,
     customers: Annotated[int, typer.Option(min=20, help="Number of customers.")] = 2000,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="duckdb (default) or spark: the demo as a Spark project (Feast's Spark "
+            "offline store and materialization engine on local[2]; Java 17 and the "
+            "[spark] extra), made in --project (a new or empty directory) or, without "
+            "it, in the bundled demo's .crispops/spark-demo."
+        ),
+    ] = "duckdb",
 ) -> None:
     """The whole cycle on the embedded default: data, features, pipeline, champion."""
+    if engine not in ENGINES:
+        raise UserError(f"--engine {engine!r}: choose {' or '.join(ENGINES)}")
+    if engine == "spark":
+        project = _spark_demo(project)
     s = settings(project)
+    if s.feature_store.engine != engine:
+        raise UserError(
+            f"--engine {engine}: {s.project_dir} is a {s.feature_store.engine} project "
+            "(feature_store.engine); give --project a new directory for the Spark demo"
+        )
     if s.project_dir != bundled_demo_dir() and project is None:
         console.print(f"project: {s.project_dir}")
     if not s.label_source_path.exists():
@@ -164,6 +185,30 @@ def init(
         f"next: crispops features apply -p {directory} && "
         f"crispops features materialize -p {directory} && crispops run -p {directory}"
     )
+
+
+def _spark_demo(project: Path | None) -> Path:
+    """The Spark demo's directory: ``project`` as it is when it holds a project, else the
+    demo made there (default: the bundled demo's .crispops/spark-demo)."""
+    from crispops.errors import ScaffoldError
+    from crispops.project.spark_demo import spark_demo_project
+
+    source = bundled_demo_dir()
+    if project is None:
+        if source is None:
+            raise UserError("--engine spark: no bundled demo here; give --project DIR")
+        project = settings(source).state_path / "spark-demo"
+    if (project / CONFIG_FILE).is_file():
+        return project
+    if source is None:
+        raise UserError(f"{project}: no {CONFIG_FILE}, and no bundled demo to copy from")
+    _require_spark()
+    try:
+        spark_demo_project(project, source)
+    except ScaffoldError as exc:
+        raise UserError(f"--project {project}: {exc}") from None
+    console.print(f"[green]created[/] the Spark demo project in {project}", highlight=False)
+    return project
 
 
 def _spark_settings(master: str | None) -> SparkSettings:

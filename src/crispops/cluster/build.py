@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from crispops.config import COMPONENT_IMAGE, Settings, env
+from crispops.config import COMPONENT_IMAGE, SPARK_COMPONENT_IMAGE, Settings, env
 from crispops.errors import ContainerError
 
 #: The base image scripts/prepare-containers.sh makes from Debian's packages.
@@ -81,15 +81,24 @@ class Engine:
         return self.run("image", "inspect", "--format", "{{.Config.User}}", image).strip()
 
 
-def _build(engine: Engine, tag: str, context: Path, dockerfile: Path, base_image: str) -> str:
+def _build(
+    engine: Engine,
+    tag: str,
+    context: Path,
+    dockerfile: Path,
+    base_image: str,
+    build_args: dict[str, str] | None = None,
+) -> str:
     """`<engine> build` with the host network; the image this tag named before is removed
     when the build replaced it (else every rebuild would leave a dangling 1.6 GB image)."""
     before = _image_id(engine, tag)
+    extra = [a for k, v in (build_args or {}).items() for a in ("--build-arg", f"{k}={v}")]
     engine.run(
         "build",
         "--network=host",
         "--build-arg",
         f"BASE_IMAGE={base_image}",
+        *extra,
         "-t",
         tag,
         "-f",
@@ -209,14 +218,18 @@ def default_base_image(engine: Engine) -> str:
     return LOCAL_BASE_IMAGE if engine.image_exists(LOCAL_BASE_IMAGE) else PUBLIC_BASE_IMAGE
 
 
-def build_wheelhouse(engine: Engine, source: Path, base_image: str, *, log: Log = _quiet) -> Path:
-    """build/wheelhouse: every wheel the image installs, for the base image's Python."""
+def build_wheelhouse(
+    engine: Engine, source: Path, base_image: str, *, spark: bool = False, log: Log = _quiet
+) -> Path:
+    """build/wheelhouse: every wheel the image installs, for the base image's Python
+    (with ``spark``, the [spark] extra's too: pyspark and Feast's Spark dependencies)."""
+    extra = "[spark]" if spark else ""
     wheelhouse = source / "build" / "wheelhouse"
     shutil.rmtree(wheelhouse, ignore_errors=True)  # no stale wheel may win a resolution
     shutil.rmtree(source / "build" / "lib", ignore_errors=True)  # setuptools' scratch
     log("wheelhouse: pip wheel -c constraints.txt (host)")
     _run(
-        [*PIP_WHEEL, "--wheel-dir", str(wheelhouse), ".", "uv"],
+        [*PIP_WHEEL, "--wheel-dir", str(wheelhouse), f".{extra}", "uv"],
         cwd=source,
         what="pip wheel",
         timeout=1800,
@@ -250,7 +263,7 @@ def build_wheelhouse(engine: Engine, source: Path, base_image: str, *, log: Log 
         args += ["-v", f"{ca}:/etc/crispops-ca.crt:ro", "-e", "PIP_CERT=/etc/crispops-ca.crt"]
     script = (
         "python3 -m venv /tmp/venv && /tmp/venv/bin/pip wheel -q -c /constraints.txt "
-        f"--find-links /wheelhouse --wheel-dir /wheelhouse /wheelhouse/{wheels[0].name} uv"
+        f"--find-links /wheelhouse --wheel-dir /wheelhouse '/wheelhouse/{wheels[0].name}{extra}' uv"
     )
     engine.run(*args, base_image, "sh", "-c", script, what="pip wheel in the base image")
     return wheelhouse
@@ -261,16 +274,21 @@ def build_component_image(
     *,
     source: Path | None = None,
     base_image: str | None = None,
-    tag: str = COMPONENT_IMAGE,
+    tag: str | None = None,
+    spark: bool = False,
     log: Log = _quiet,
 ) -> str:
-    """Build the image every pipeline component runs in; return its tag."""
+    """Build the image every pipeline component runs in; return its tag. With ``spark``,
+    its Spark variant (``SPARK_COMPONENT_IMAGE``): Java 17, pyspark and the executor
+    entrypoint on top, for Spark projects only (the default image stays without them)."""
     engine = engine or detect_engine()
     source = source or source_dir()
     base = base_image or default_base_image(engine)
-    build_wheelhouse(engine, source, base, log=log)
+    tag = tag or (SPARK_COMPONENT_IMAGE if spark else COMPONENT_IMAGE)
+    build_wheelhouse(engine, source, base, spark=spark, log=log)
     log(f"{engine.name} build {tag} (from {base})")
-    return _build(engine, tag, source, source / "Dockerfile", base)
+    args = {"SPARK": "1"} if spark else None
+    return _build(engine, tag, source, source / "Dockerfile", base, args)
 
 
 # the champion's Bento image -----------------------------------------------------------
@@ -404,13 +422,20 @@ def image_plan(settings: Settings, registry: str | None) -> list[tuple[str, list
     from crispops.cluster.images import bento_image, component_image
 
     reg = registry or settings.cluster.registry
-    component = settings.cluster.component_image if registry is None else component_image(reg)
+    spark = settings.feature_store.engine == "spark"
+    component = settings.task_image if registry is None else component_image(reg, spark=spark)
+    what = "components image (every pipeline step runs in it)"
+    target, spark_arg = ".", ""
+    if spark:
+        what = "components image, Spark variant (Java 17, pyspark: every step and the driver)"
+        target, spark_arg = "'.[spark]'", " --build-arg SPARK=1"
     plan = [
         (
-            "components image (every pipeline step runs in it)",
+            what,
             [
-                "python -m pip wheel -c constraints.txt --wheel-dir build/wheelhouse . uv",
-                f"docker build --build-arg BASE_IMAGE={PUBLIC_BASE_IMAGE} -t {component} .",
+                f"python -m pip wheel -c constraints.txt --wheel-dir build/wheelhouse {target} uv",
+                f"docker build --build-arg BASE_IMAGE={PUBLIC_BASE_IMAGE}{spark_arg} "
+                f"-t {component} .",
                 f"docker push {component}",
             ],
         )

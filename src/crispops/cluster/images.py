@@ -21,12 +21,14 @@ _REPO_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-def component_image(registry: str | None = None) -> str:
-    """The components' image: the pinned default, or the same name in ``registry``."""
+def component_image(registry: str | None = None, *, spark: bool = False) -> str:
+    """The components' image (its ``-spark`` variant with ``spark``): the pinned default,
+    or the same name in ``registry``."""
+    suffix = "-spark" if spark else ""
     if registry is None:
-        return COMPONENT_IMAGE
+        return f"{COMPONENT_IMAGE}{suffix}"
     name = COMPONENT_REPOSITORY.rsplit("/", 1)[-1]
-    return f"{registry.strip().rstrip('/')}/{name}:{__version__}"
+    return f"{registry.strip().rstrip('/')}/{name}:{__version__}{suffix}"
 
 
 def bento_image(registry: str, bento_tag: str) -> str:

@@ -99,7 +99,7 @@ def compile_pipeline(settings: Settings, name: str, out_dir: Path) -> Path:
         package_path=str(path),
         pipeline_parameters=pipeline_arguments(settings, name),
     )
-    _finish(path, settings.cluster.component_image)
+    _finish(path, settings.task_image)
     return path
 
 

@@ -329,7 +329,7 @@ def submit(
                 pipeline_name=str(info["name"]),
                 description=str(info.get("description") or ""),
                 digest=digest,
-                image=settings.cluster.component_image,
+                image=settings.task_image,
                 experiment=experiment,
                 cron=cron,
                 run_name=run_name,

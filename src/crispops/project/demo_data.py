@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from crispops.errors import UserError
-from crispops.io import write_frame
+from crispops.io import atomic_write
 
 PROFILES = "customer_profiles.parquet"
 ACTIVITY = "account_activity.parquet"
@@ -192,9 +192,8 @@ def generate(
         }
     ).sort_values("application_ts", ignore_index=True)
 
-    write_frame(out_dir / PROFILES, profiles)
-    write_frame(out_dir / ACTIVITY, activity)
-    write_frame(out_dir / APPLICATIONS, applications)
+    for name, frame in ((PROFILES, profiles), (ACTIVITY, activity), (APPLICATIONS, applications)):
+        _write(out_dir / name, frame)
     return DemoDataResult(
         out_dir=out_dir,
         customers=n,
@@ -205,6 +204,12 @@ def generate(
         start=start,
         end=end,
     )
+
+
+def _write(path: Path, df: pd.DataFrame) -> None:
+    """Parquet with microsecond timestamps: Spark 4 rejects nanoseconds (`crispops demo
+    --engine spark` reads these files through Spark); DuckDB reads both."""
+    atomic_write(path, lambda p: df.to_parquet(p, index=False, coerce_timestamps="us"))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from crispops.config import ClusterSettings, Engine, ServingSettings, SparkSettings
+from crispops.config import (
+    SPARK_COMPONENT_IMAGE,
+    ClusterSettings,
+    Engine,
+    ServingSettings,
+    SparkSettings,
+)
 from crispops.project.columns import entity_name
 
 if TYPE_CHECKING:
@@ -194,13 +200,9 @@ def render_store_yaml(
         }
     spark = spark or SparkSettings()
     local_conf = _yaml_map(spark.session_conf(), 4)
-    cluster_conf = spark.session_conf(spark.cluster_master) | {
-        "spark.executor.memory": spark.executor_memory,
-        "spark.kubernetes.container.image": spark.image,
-        "spark.kubernetes.authenticate.driver.serviceAccountName": spark.service_account,
-    }
+    cluster_conf = spark.cluster_conf(namespace)
     if spark.cluster_engine == "spark_application":
-        engine_block: dict[str, Any] = {
+        engine_conf: dict[str, Any] = {
             "type": "spark_application",
             "image": spark.image,
             "namespace": namespace,
@@ -209,7 +211,7 @@ def render_store_yaml(
             "executor_memory": spark.executor_memory,
         }
         batch_engine = (
-            _yaml_map(engine_block, 2)
+            _yaml_map(engine_conf, 2)
             + "\n  spark_conf:\n"
             + _yaml_map({"spark.sql.shuffle.partitions": str(spark.shuffle_partitions)}, 4)
         )
@@ -258,7 +260,9 @@ def render_settings(
         body = "\n".join(f"{k} = {_toml(v)}" for k, v in cand.items())
         blocks.append(f"\n[[training.candidates]]\n{body}\n")
     serving = ServingSettings()
-    cluster = ClusterSettings()
+    # A Spark project's tasks need Java and pyspark: the components' -spark image.
+    spark_image = {"component_image": SPARK_COMPONENT_IMAGE} if engine == "spark" else {}
+    cluster = ClusterSettings(**spark_image)
     serving_keys = ("port", "workers", "max_batch_size", "missing_entity")
     cluster_lines = [
         f"{k} = {_toml(getattr(cluster, k))}" for k in ("namespace", "registry", "component_image")
@@ -276,7 +280,7 @@ def render_settings(
         min_rows=min(DEFAULT_MIN_ROWS, rows),
         request_features=_request_block(request_features, left_out),
         feature_service=_toml(feature_service),
-        engine=_engine_block(engine, spark),
+        engine=engine_block(engine, spark),
         selection_metric=_toml(SELECTION_METRIC[task]),
         candidates="".join(blocks),
         serving="\n".join(f"{k} = {_toml(getattr(serving, k))}" for k in serving_keys) + "\n",
@@ -284,7 +288,7 @@ def render_settings(
     )
 
 
-def _engine_block(engine: Engine, spark: SparkSettings | None) -> str:
+def engine_block(engine: Engine, spark: SparkSettings | None) -> str:
     lines = [f"engine = {_toml(engine)}"]
     if engine == "spark":
         spark = spark or SparkSettings()

@@ -93,6 +93,13 @@ class RunResult:
         'finished' line, so the outputs on disk are the record)."""
         return sorted(p.parent.name for p in self.root.glob("*/**/executor_output.json"))
 
+    def output(self, task: str, name: str = "Output") -> Any:
+        """A task's output parameter (a component's return value is ``Output``)."""
+        path = self.artifact(task, "executor_output.json")
+        if path is None:
+            return None
+        return read_json(path).get("parameterValues", {}).get(name)
+
     @property
     def findings(self) -> dict[str, Any] | None:
         """validate's findings: warnings, features left out, ingest's row accounting."""

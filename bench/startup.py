@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: step -> the step modules its task function imports first
 STEPS: dict[str, tuple[str, ...]] = {
-    "ingest": ("crispops.steps.ingest", "crispops.contract"),
+    "ingest": ("crispops.steps.ingest", "crispops.contract", "feast"),  # it reads Feast
     "validate": ("crispops.steps.validate",),
     "explore": ("crispops.steps.explore",),
     "split": ("crispops.steps.split",),
@@ -46,6 +46,9 @@ STEPS: dict[str, tuple[str, ...]] = {
     "package": ("crispops.serving.packaging",),
 }
 
+#: steps whose component calls ``task_started(reads_feast=True)``
+READS_FEAST = frozenset({"ingest"})
+
 _PROBE = """
 import sys, time, json
 t0 = time.perf_counter()
@@ -56,8 +59,8 @@ from kfp import dsl  # what the ephemeral component module starts with
 from kfp.dsl import *
 t2 = time.perf_counter()
 import crispops.lifecycle
-if {freeze!r}:
-    crispops.lifecycle.task_started()  # what each component calls first
+if {freeze!r}:  # what each component calls first
+    crispops.lifecycle.task_started(reads_feast={feast!r})
 for m in {modules!r}:
     importlib.import_module(m)
 t3 = time.perf_counter()
@@ -73,7 +76,9 @@ def probe(step: str, settings_text: str, *, freeze: bool = True) -> dict[str, fl
     """One fresh process: its phases' seconds, ``exit`` (from its last line to its end:
     the interpreter's shutdown) and ``total``. ``freeze=False`` skips what components
     call first (``lifecycle.task_started``), to show the exit as it was without it."""
-    code = _PROBE.format(modules=STEPS[step], settings=settings_text, freeze=freeze)
+    code = _PROBE.format(
+        modules=STEPS[step], settings=settings_text, freeze=freeze, feast=step in READS_FEAST
+    )
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", code],

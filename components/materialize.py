@@ -9,7 +9,7 @@ def materialize(settings: str, config_file: str = "") -> str:
     from crispops.lifecycle import materialize_task, task_started
     from crispops.step_settings import step_settings
 
-    task_started()
+    task_started(reads_feast=True)
 
     result = materialize_task(step_settings(settings), config_file or None)
     print(result)

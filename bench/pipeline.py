@@ -23,10 +23,12 @@ would take the benchmark's time on its own).
 Iteration (the step cache, orchestration/cache.py), at the demo size and on a small
 table (--small-customers, ~500 label rows), each in a fresh state directory: a cold
 run, the first rerun (it compares with the champion the cold run made, so validate
-and select-champion, which read it, rerun), an unchanged rerun, a rerun with one
-training setting changed (training.cv_folds, through the environment), and the
-plain script; with each task's start-up (bench/startup.py's probe, one process per
-step).
+and select-champion, which read it, rerun), an unchanged rerun, two reruns with one
+training setting changed (through the environment): training.cv_folds, which every
+candidate reads (all of them retrain), and one candidate's grid (only it retrains),
+and the plain script; with whether the package step built a Bento or reused the
+one of the same model, and each task's start-up and exit (bench/startup.py's
+probe, one process per step). Both setting changes are held to the 0.6x target.
 
 Run: python -m bench pipeline [--sizes 1,10] [--no-demo] [--team-rows 30000]
      [--iterate-sizes 1] [--small-customers 90]

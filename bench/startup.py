@@ -9,7 +9,8 @@ its settings slice. Each figure is
 the median of ``--repeat`` fresh processes, and so is ``exit``, the interpreter's
 shutdown after the last line. The baseline columns are the same process without what
 every component calls first (``lifecycle.task_started``: the garbage collector's final
-sweeps skip the imported modules), interleaved with it. It also says whether Feast
+sweeps skip the imported modules; ingest imports Feast without typeguard's
+instrumentation), interleaved with it. It also says whether Feast
 was imported: only ingest and materialize read Feast.
 """
 

@@ -23,10 +23,12 @@ would take the benchmark's time on its own).
 Iteration (the step cache, orchestration/cache.py), at the demo size and on a small
 table (--small-customers, ~500 label rows), each in a fresh state directory: a cold
 run, the first rerun (it compares with the champion the cold run made, so validate
-and select-champion, which read it, rerun), an unchanged rerun, a rerun with one
-training setting changed (training.cv_folds, through the environment), and the
-plain script; with each task's start-up (bench/startup.py's probe, one process per
-step).
+and select-champion, which read it, rerun), an unchanged rerun, two reruns with one
+training setting changed (through the environment): training.cv_folds, which every
+candidate reads (all of them retrain), and one candidate's grid (only it retrains),
+and the plain script; with whether the package step built a Bento or reused the
+one of the same model, and each task's start-up and exit (bench/startup.py's
+probe, one process per step). Both setting changes are held to the 0.6x target.
 
 Run: python -m bench pipeline [--sizes 1,10] [--no-demo] [--team-rows 30000]
      [--iterate-sizes 1] [--small-customers 90]
@@ -60,10 +62,15 @@ RUN_PIPELINE = """
 import json, sys
 from crispops.config import load_settings
 from crispops.orchestration.local import run_training
-r = run_training(load_settings(sys.argv[1]))
+from crispops.registry import read_models
+s = load_settings(sys.argv[1])
+r = run_training(s)
+bento = r.output("package")
+by = {e.bento_tag: e.run_id for e in read_models(s.models_file)}
+package = "-" if bento is None else ("built" if by.get(bento) == r.run_id else "reused")
 json.dump({"ok": r.ok, "error": r.error, "seconds": r.seconds,
            "steps": r.task_seconds(), "cached": r.cached, "ran": r.completed(),
-           "decision": r.decision}, open(sys.argv[2], "w"))
+           "decision": r.decision, "package": package}, open(sys.argv[2], "w"))
 """
 TARGET_RERUN = 0.25
 TARGET_SETTING_CHANGE = 0.6
@@ -171,7 +178,9 @@ def iterate(project: Path, work: Path) -> dict[str, Any]:
 
     folds = load_settings(project).training.cv_folds
     env = {**os.environ, "CRISPOPS_TRAINING__CV_FOLDS": str(folds + 1)}
-    runs[f"cv_folds {folds} -> {folds + 1}"] = pipeline_run(project, work, "cv", env)
+    runs[f"cv_folds {folds} -> {folds + 1}: every candidate retrains"] = pipeline_run(
+        project, work, "cv", env
+    )
     # One candidate's grid (the first list value of the first candidate's first
     # parameter, nudged): only that candidate trains again.
     candidates = [c.model_dump() for c in load_settings(project).training.candidates]
@@ -182,7 +191,7 @@ def iterate(project: Path, work: Path) -> dict[str, Any]:
         new = old + 1 if isinstance(old, int) else round(old * 1.5, 6)
         first["search"][param] = [new, *first["search"][param][1:]]
         env = {**os.environ, "CRISPOPS_TRAINING__CANDIDATES": json.dumps(candidates)}
-        name = f"{first['name']} {param} {old} -> {new}"
+        name = f"{first['name']}'s grid, {param} {old} -> {new}: only {first['name']} retrains"
         runs[name] = pipeline_run(project, work, "grid", env)
     same = runs["unchanged rerun"]["decision"] == runs["first rerun"]["decision"]
     return {"runs": runs, "plain": plain_wall, "same_decision": same}
@@ -199,10 +208,20 @@ def startup(project: Path) -> dict[str, dict[str, float]]:
 
 
 def report_iteration(its: dict[str, dict[str, Any]], starts: dict[str, dict[str, float]]) -> bool:
-    console = Console(width=140)
+    console = Console(width=180)
     ok = True
     table = Table(title="iteration: the step cache (wall s of a `crispops run`-like process)")
-    for col in ("table", "run", "wall s", "x cold", "cached steps", "s saved", "ran", "target"):
+    for col in (
+        "table",
+        "run",
+        "wall s",
+        "x cold",
+        "cached steps",
+        "s saved",
+        "package",
+        "ran",
+        "target",
+    ):
         table.add_column(
             col, justify="left" if col in ("table", "run", "ran", "target") else "right"
         )
@@ -231,6 +250,7 @@ def report_iteration(its: dict[str, dict[str, Any]], starts: dict[str, dict[str,
                 f"{ratio:.2f}",
                 str(len(r["cached"])),
                 f"{sum(sec for _, sec in r['cached']):.1f}",
+                r.get("package", "-"),
                 ", ".join(ran) or "-",
                 target,
             )
@@ -239,6 +259,7 @@ def report_iteration(its: dict[str, dict[str, Any]], starts: dict[str, dict[str,
             "plain script",
             f"{it['plain']:.1f}",
             f"{it['plain'] / cold:.2f}",
+            "",
             "",
             "",
             "(one process)",
@@ -252,12 +273,15 @@ def report_iteration(its: dict[str, dict[str, Any]], starts: dict[str, dict[str,
             "",
             "",
             "",
+            "",
             "yes" if it["same_decision"] else "[red]no",
             "",
         )
     console.print(table)
     if starts:
-        st = Table(title="task start-up, seconds (one fresh process per step, bench/startup.py)")
+        st = Table(
+            title="task start-up and exit, seconds (one fresh process per step, bench/startup.py)"
+        )
         for col in (
             "step",
             "interpreter",
@@ -265,6 +289,7 @@ def report_iteration(its: dict[str, dict[str, Any]], starts: dict[str, dict[str,
             "kfp.dsl",
             "step imports",
             "settings",
+            "exit",
             "total",
             "feast",
         ):
@@ -274,7 +299,15 @@ def report_iteration(its: dict[str, dict[str, Any]], starts: dict[str, dict[str,
                 step,
                 *(
                     f"{d[k]:.2f}"
-                    for k in ("interpreter", "kfp", "component", "step", "settings", "total")
+                    for k in (
+                        "interpreter",
+                        "kfp",
+                        "component",
+                        "step",
+                        "settings",
+                        "exit",
+                        "total",
+                    )
                 ),
                 "yes" if d["feast"] else "no",
             )

@@ -16,8 +16,10 @@ def evaluate(
     """Score one candidate on the holdout: task metrics, ROC curve, confusion matrix."""
     from pathlib import Path
 
-    from crispops.lifecycle import evaluate_task
+    from crispops.lifecycle import evaluate_task, task_started
     from crispops.step_settings import step_settings
+
+    task_started()
 
     result = evaluate_task(
         step_settings(settings),

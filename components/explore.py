@@ -15,8 +15,10 @@ def explore(
     """Write the EDA report (self-contained HTML) and a Markdown summary."""
     from pathlib import Path
 
-    from crispops.lifecycle import explore_task
+    from crispops.lifecycle import explore_task, task_started
     from crispops.step_settings import step_settings
+
+    task_started()
 
     result = explore_task(
         step_settings(settings),

@@ -9,8 +9,10 @@ def ingest(settings: str, dataset: Output[Dataset], contract: Output[Artifact]):
     """Join the label rows point-in-time with the FeatureService's features."""
     from pathlib import Path
 
-    from crispops.lifecycle import ingest_task
+    from crispops.lifecycle import ingest_task, task_started
     from crispops.step_settings import step_settings
+
+    task_started(reads_feast=True)
 
     summary = ingest_task(step_settings(settings), Path(dataset.path), Path(contract.path))
     dataset.metadata.update({k: v for k, v in summary.items() if k != "contract"})

@@ -19,8 +19,10 @@ def monitor(
     from pathlib import Path
 
     from crispops.config import Settings
+    from crispops.lifecycle import task_started
     from crispops.monitoring.task import monitor_task
 
+    task_started()
     result = monitor_task(
         Settings.from_json(config), window=window, end=end, act=act, report_out=Path(report.path)
     )

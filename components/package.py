@@ -17,8 +17,10 @@ def package(
     promoted (the pointer moves), else challenger."""
     from pathlib import Path
 
-    from crispops.lifecycle import package_task
+    from crispops.lifecycle import package_task, packaged_note, task_started
     from crispops.step_settings import step_settings
+
+    task_started()
 
     result = package_task(
         step_settings(settings),
@@ -28,5 +30,5 @@ def package(
         run_id=run_id,
         contract_file=Path(contract.path),
     )
-    print(f"packaged {result.model_tag} in Bento {result.bento_tag}")
+    print(packaged_note(result, run_id))
     return result.bento_tag

@@ -9,8 +9,9 @@ def read_chunk(settings: str, chunk: dict, rows: Output[Dataset], config_file: s
     """Read one chunk's latest row per entity from the offline store (or its record)."""
     from pathlib import Path
 
-    from crispops.lifecycle import read_chunk_task
+    from crispops.lifecycle import read_chunk_task, task_started
     from crispops.step_settings import step_settings
 
+    task_started(reads_feast=True)
     info = read_chunk_task(step_settings(settings), chunk, Path(rows.path), config_file or None)
     rows.metadata.update(info)

@@ -21,9 +21,11 @@ def select_champion(
     baseline but not the champion); False when it is not worth serving at all."""
     from pathlib import Path
 
-    from crispops.lifecycle import select_champion_task
+    from crispops.lifecycle import select_champion_task, task_started
     from crispops.step_settings import step_settings
     from crispops.steps.select_champion import NOT_WORTH_SERVING
+
+    task_started()
 
     by_name = {m.metadata["candidate"]: (Path(m.path), dict(m.metadata)) for m in models}
     result = select_champion_task(

@@ -16,8 +16,10 @@ def select_features(
     (the features validate left out of training are not candidates)."""
     from pathlib import Path
 
-    from crispops.lifecycle import select_features_task
+    from crispops.lifecycle import select_features_task, task_started
     from crispops.step_settings import step_settings
+
+    task_started()
 
     result = select_features_task(
         step_settings(settings),

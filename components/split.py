@@ -9,8 +9,10 @@ def split(settings: str, dataset: Input[Dataset], train: Output[Dataset], test: 
     """Hold out the newest rows (or a random share) as the test set."""
     from pathlib import Path
 
-    from crispops.lifecycle import split_task
+    from crispops.lifecycle import split_task, task_started
     from crispops.step_settings import step_settings
+
+    task_started()
 
     result = split_task(
         step_settings(settings), Path(dataset.path), Path(train.path), Path(test.path)

@@ -16,8 +16,10 @@ def train(
     """Fit one candidate pipeline (preprocessing + estimator) with a CV grid search."""
     from pathlib import Path
 
-    from crispops.lifecycle import train_task
+    from crispops.lifecycle import task_started, train_task
     from crispops.step_settings import step_settings
+
+    task_started()
 
     info = train_task(
         step_settings(settings),

@@ -16,8 +16,10 @@ def validate(
     """Check the training set against the contract's rules; an error stops the run here."""
     from pathlib import Path
 
-    from crispops.lifecycle import validate_task
+    from crispops.lifecycle import task_started, validate_task
     from crispops.step_settings import step_settings
+
+    task_started()
 
     summary = validate_task(
         step_settings(settings),

@@ -10,9 +10,10 @@ def write_chunks(settings: str, chunks: Input[list[Dataset]], config_file: str =
     import json
     from pathlib import Path
 
-    from crispops.lifecycle import write_chunks_task
+    from crispops.lifecycle import task_started, write_chunks_task
     from crispops.step_settings import step_settings
 
+    task_started(reads_feast=True)
     read = [(dict(c.metadata), Path(c.path)) for c in chunks]
     result = write_chunks_task(step_settings(settings), read, config_file or None)
     print(result)

@@ -8,11 +8,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from crispops.errors import DataFileError
+
+if TYPE_CHECKING:  # pandas is imported by what reads a table: the package step never does
+    import pandas as pd
 
 
 @functools.cache
@@ -70,6 +71,8 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataFileError(f"{path}: is a directory, expected a Parquet or CSV file")
     if path.stat().st_size == 0:
         raise DataFileError(f"{path}: file is empty")
+    import pandas as pd
+
     suffix = path.suffix.lower()
     try:
         if suffix in {".parquet", ".pq"}:

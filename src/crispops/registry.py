@@ -57,6 +57,8 @@ class ModelEntry:
     history: list[dict[str, str]] = field(default_factory=list)
     #: The champion pointer this model becomes when promoted (written at packaging).
     record: dict[str, Any] = field(default_factory=dict)
+    #: ``sha256:<hex>`` of the model file: a run whose model has it reuses this Bento.
+    model_digest: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

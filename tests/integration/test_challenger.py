@@ -63,3 +63,46 @@ def test_a_run_kept_out_by_the_gate_packages_a_challenger(fresh_project: Path) -
     assert [(m["model_tag"], m["bento_tag"], m["status"]) for m in listed] == [
         (entry.model_tag, entry.bento_tag, "challenger")
     ]
+
+
+def test_a_rerun_with_the_same_model_reuses_its_bento(fresh_project: Path) -> None:
+    """The same kept-out run twice: the second's model is the challenger's, byte for
+    byte (train is served from the step cache), so no second model or Bento is built."""
+    from crispops.cli.common import console
+    from crispops.cli.pipeline import _print_summary
+
+    s = load_settings(fresh_project)
+    labels = pd.read_parquet(s.label_source_path)
+    weak = fresh_project.parent / "constant.joblib"
+    constant = Pipeline([("prep", ColumnTransformer([])), ("model", DummyClassifier())])
+    joblib.dump(constant.fit(pd.DataFrame(index=labels.index), labels[s.data.label]), weak)
+    write_champion(
+        s.champion_file,
+        Champion(
+            model_tag="demo:constant",
+            bento_tag="demo:constant",
+            model_file=str(weak),
+            candidate="constant",
+            metric=s.training.selection_metric,
+            score=0.5,
+        ),
+    )
+    settings = fast_settings(fresh_project, candidates=FAST_CANDIDATES[:1], promotion_margin=0.9)
+    first = run_training(settings, cache=True)
+    assert first.ok, first.error
+    [entry] = read_models(s.models_file)
+    assert entry.model_digest.startswith("sha256:")
+    built = bentos(fresh_project)
+
+    second = run_training(settings, cache=True)
+    assert second.ok, second.error
+    assert second.decision is not None and second.decision["verdict"] == "kept_champion"
+    assert "package" in second.completed()  # package ran (never cached) ...
+    assert read_models(s.models_file) == [entry]  # ... and registered nothing new
+    assert bentos(fresh_project) == built
+    assert second.output("package") == entry.bento_tag
+    assert f"reused Bento {entry.bento_tag}" in second.log.read_text()
+    with console.capture() as captured:
+        _print_summary(s, second, None)
+    assert f"reused Bento {entry.bento_tag}" in captured.get()
+    assert f"packaged by run {first.run_id}" in captured.get()

@@ -363,11 +363,26 @@ def _print_summary(s: Settings, result: RunResult, champion: Champion | None) ->
             f"champion: model [bold]{champion.model_tag}[/], Bento "
             f"[bold]{champion.bento_tag}[/] ({champion.metric} {champion.score:.4f})"
         )
-    if Step.PACKAGE in result.completed() and not decision.get("promote"):
+    if Step.PACKAGE in result.completed():
         from crispops.registry import read_models
 
-        ran = [e for e in read_models(s.models_file) if e.run_id == result.run_id]
-        for e in ran:
+        models = read_models(s.models_file)
+        ran = [e for e in models if e.run_id == result.run_id]
+        bento = result.output(Step.PACKAGE)
+        reused = [e for e in models if e.bento_tag == bento and e.run_id != result.run_id]
+        for e in reused:  # the model is the one already packaged: no second Bento
+            console.print(
+                f"package: [bold]reused[/] Bento [bold]{e.bento_tag}[/], the same model as "
+                f"the {e.status} packaged by run {e.run_id}; nothing built",
+                highlight=False,
+            )
+        if not reused and bento and champion and champion.bento_tag == bento and not ran:
+            console.print(
+                f"package: [bold]reused[/] Bento [bold]{bento}[/], the same model as the "
+                "champion; nothing built",
+                highlight=False,
+            )
+        for e in [] if decision.get("promote") else ran:
             console.print(
                 f"challenger: model [bold]{e.model_tag}[/], Bento [bold]{e.bento_tag}[/] "
                 f"packaged, not promoted ({e.metric} {e.score:.4f}); shadow or canary it "

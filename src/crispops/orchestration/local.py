@@ -88,15 +88,15 @@ class RunResult:
                 out[task] = out.get(task, 0.0) + max(end - start, 0.0)
         return out
 
-    def output(self, task: str) -> Any:
-        """A task's single return value, parsed as JSON when it is JSON (None: the task
-        did not finish)."""
+    def output(self, task: str, name: str = "Output") -> Any:
+        """A task's output parameter (a component's return value is ``Output``), parsed
+        as JSON when it is JSON (None: the task did not finish)."""
         import json
 
         hits = sorted(self.root.glob(f"*/{task}/executor_output.json"))
         if not hits:
             return None
-        value = read_json(hits[0]).get("parameterValues", {}).get("Output")
+        value = read_json(hits[0]).get("parameterValues", {}).get(name)
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
                 return json.loads(value)

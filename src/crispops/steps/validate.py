@@ -11,12 +11,14 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
-from pandera.errors import SchemaErrors
+
+if TYPE_CHECKING:  # pandera is imported where a schema is built: drift reads psi only
+    import pandera.pandas as pa
+    from pandera.errors import SchemaErrors
 
 from crispops.contract import FeatureContract
 from crispops.rules import RULES, Policy, Severity
@@ -107,6 +109,8 @@ def _numeric(kind: str) -> bool:
 
 def build_schema(contract: FeatureContract, rules: Rules) -> pa.DataFrameSchema:
     """The schema every training set must satisfy (rules set to ``off`` are left out)."""
+    import pandera.pandas as pa
+
     now = pd.Timestamp(rules.now or datetime.now(UTC))
     on = rules.severity
 
@@ -365,6 +369,8 @@ def validate(
     if df.empty:
         report.problems.append(Problem("*", f"rows>={rules.min_rows}", "no rows at all"))
         return report
+    from pandera.errors import SchemaErrors
+
     schema = build_schema(contract, rules)
     df = df.reset_index(drop=True)
     keys = [*rules.entity_keys, rules.timestamp]

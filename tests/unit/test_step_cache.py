@@ -92,9 +92,15 @@ def test_changed_feature_definition_changes_the_key(settings: Settings) -> None:
 
 
 def test_a_table_source_is_never_cached(settings: Settings, tmp_path: Path) -> None:
+    """A repo whose offline store reads tables (here PostgreSQL) and names a table
+    source: nothing cheap tells whether the table grew, so ingest is never cached."""
     extra = settings.repo_path / "warehouse.py"
     extra.write_text("from feast.infra.offline_stores.contrib import PostgreSQLSource\n")
+    yaml_path = settings.repo_path / "feature_store.yaml"
+    original = yaml_path.read_text()
+    yaml_path.write_text(original.replace("type: duckdb", "type: postgres"))
     try:
+        assert "type: postgres" in yaml_path.read_text()
         assert step_cache.data_fingerprint(settings) is None
         cache = StepCache(settings, tmp_path / "run")
         key = cache.compute_key("comp-ingest", "img", [], {})
@@ -102,6 +108,18 @@ def test_a_table_source_is_never_cached(settings: Settings, tmp_path: Path) -> N
         assert entries(settings.cache_path) == []
     finally:
         extra.unlink()
+        yaml_path.write_text(original)
+
+
+def test_a_table_source_the_offline_store_cannot_read_keeps_the_cache(
+    settings: Settings,
+) -> None:
+    """The bundled demo's definitions name SparkSource in a branch taken only on Spark:
+    on DuckDB, which reads files only, its files are still fingerprinted."""
+    assert "SparkSource" in (settings.repo_path / "credit.py").read_text()
+    printed = step_cache.data_fingerprint(settings)
+    assert printed is not None
+    assert any(line["path"].endswith("account_activity.parquet") for line in printed["files"])
 
 
 def test_step_setting_and_code_version_change_the_key(

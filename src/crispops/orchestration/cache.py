@@ -70,6 +70,9 @@ _TABLE_SOURCES = re.compile(
     r"\b(PostgreSQLSource|BigQuerySource|RedshiftSource|SnowflakeSource|SparkSource|"
     r"TrinoSource|AthenaSource|MsSqlServerSource|ClickhouseSource|CouchbaseColumnarSource)\b"
 )
+#: Offline stores that read files only: a table source named in the repo's code (say
+#: a SparkSource branch taken only on Spark) cannot be what ingest reads through them.
+_FILE_ONLY_STORES = frozenset({"duckdb", "file", "dask"})
 _DATA_PATH = re.compile(r"""["']([^"'\n]+\.(?:parquet|pq|csv))["']""")
 
 
@@ -127,6 +130,20 @@ def code_version() -> str:
         return _code
 
 
+def _offline_store_type(repo: Path) -> str | None:
+    """The repo's offline store type (Feast's default, dask, when unset); None when the
+    feature_store.yaml cannot be read (then every table source named counts)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((repo / "feature_store.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    store = (config or {}).get("offline_store") if isinstance(config, dict) else None
+    kind = store.get("type") if isinstance(store, dict) else store
+    return str(kind or "dask")
+
+
 def data_fingerprint(settings: Settings) -> dict[str, Any] | None:
     """What ingest reads, file by file; None when a source is not a file (no cache)."""
     repo = settings.repo_path
@@ -137,9 +154,10 @@ def data_fingerprint(settings: Settings) -> dict[str, Any] | None:
             if "online_store" in p.name:  # the online store: not what ingest reads
                 continue
             files.add(p.resolve())
+    file_only = _offline_store_type(repo) in _FILE_ONLY_STORES
     for module in repo.glob("*.py"):
         text = module.read_text(encoding="utf-8", errors="replace")
-        if _TABLE_SOURCES.search(text):
+        if not file_only and _TABLE_SOURCES.search(text):
             return None
         for found in _DATA_PATH.findall(text):
             named = Path(found)

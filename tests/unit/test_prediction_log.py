@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from crispops.config import MonitoringSettings
-from crispops.monitoring.log import PredictionLog, make_sink
+from crispops.monitoring.log import Deferred, PredictionLog, make_sink
 from crispops.monitoring.store import ParquetSink, PredictionRecord, SinkError
 
 
@@ -177,3 +177,49 @@ def test_the_log_settings_reach_the_server_process(monkeypatch: pytest.MonkeyPat
     runtime = monitoring_runtime()
     assert runtime.path.is_absolute() and runtime.sink == "postgres"
     assert runtime.log_predictions is False
+
+
+def test_deferred_records_are_made_by_the_writer_not_the_caller() -> None:
+    """The request path queues references; the records are made on the writer's
+    thread, split across batches in order, and a full queue takes the first of them."""
+    gate = threading.Event()
+    sink = MemorySink(gate)  # holds the first write until the gate opens
+    plog, dropped, written = make(sink, queue_size=10, batch_size=4)
+    made_on: list[str] = []
+
+    def maker(start: int, n: int) -> Deferred:
+        def make_them() -> list[PredictionRecord]:
+            made_on.append(threading.current_thread().name)
+            return recs(n, start)
+
+        return Deferred(make_them, n)
+
+    assert plog.submit(maker(0, 3)) == 3
+    time.sleep(0.05)
+    assert made_on == [] and plog.pending == 3  # no full batch yet: nothing made
+    assert plog.submit(maker(3, 3)) == 3  # a full batch: 3 + the first of these 3
+    wait_for(lambda: plog._queued == 2)  # 4 in flight, held at the gate
+    assert plog.submit(maker(6, 10)) == 8 and dropped.value == 2  # 10 queued at most
+    gate.set()
+    assert plog.flush(timeout=5)
+    assert sink.ids == [f"r{i}" for i in range(14)]
+    assert [len(b) for b in sink.batches] == [4, 4, 4, 2]
+    assert set(made_on) == {"prediction-log"} and written.value == 14
+    plog.close()
+
+
+def test_a_deferred_that_fails_to_make_costs_its_batch_counted() -> None:
+    sink = MemorySink()
+    plog, dropped, written = make(sink)
+
+    def broken() -> list[PredictionRecord]:
+        raise ValueError("no such column")
+
+    plog.submit(Deferred(broken, 2))
+    plog.submit(recs(1))
+    assert plog.flush(timeout=5)
+    assert dropped.value == 3 and written.value == 0  # one batch: both entries
+    plog.submit(recs(2, start=5))
+    assert plog.flush(timeout=5)
+    assert sink.ids == ["r5", "r6"] and written.value == 2
+    plog.close()

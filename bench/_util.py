@@ -58,6 +58,12 @@ class LoadResult:
     server_cpu_pct: float = math.nan
     hey_cpu_pct: float = math.nan
     other_cpu_pct: float = math.nan
+    server_cpu_s: float = math.nan  # the server's CPU seconds over the run
+
+    @property
+    def answered(self) -> int:
+        """2xx answers."""
+        return sum(n for code, n in self.status.items() if 200 <= code < 300)
 
     @property
     def errors(self) -> int:
@@ -179,6 +185,7 @@ def run_hey(
     out = parse_hey(done.stdout, concurrency, duration_s)
     if server is not None:
         capacity = wall * (os.cpu_count() or 1) / 100
+        out.server_cpu_s = server1 - server0
         out.server_cpu_pct = (server1 - server0) / capacity
         out.hey_cpu_pct = (kids1 - kids0) / capacity
         rest = (busy1 - busy0) - (server1 - server0) - (kids1 - kids0) - (self1 - self0)

@@ -381,6 +381,7 @@ def measure_log_pair(
         merged.p50_ms = statistics.median(r.p50_ms for r in rs)
         merged.p99_ms = statistics.median(r.p99_ms for r in rs)
         merged.status = {k: sum(r.status.get(k, 0) for r in rs) for k in mid.status}
+        merged.server_cpu_s = sum(r.server_cpu_s for r in rs)  # with status: every round's
         res.predict.setdefault(name, {})[c] = merged
 
 
@@ -855,6 +856,10 @@ def log_table(res: Results) -> Any:
             a, b = _figure(on, metric), _figure(off, metric)
             table.add_row(f"{label} @ {c} conn", _ms(a), _ms(b), f"{a - b:+.2f}")
         table.add_row(f"errors @ {c} conn", str(on.errors), str(off.errors), "")
+        # CPU per answer: what the log costs the server, steadier than req/s when other
+        # processes share the cores
+        a, b = (r.server_cpu_s / r.answered * 1000 if r.answered else math.nan for r in (on, off))
+        table.add_row(f"server CPU ms/answer @ {c}", f"{a:.3f}", f"{b:.3f}", f"{a / b - 1:+.1%}")
         table.add_row(f"CPU % srv/hey/other @ {c}", _cpu(on), _cpu(off), "", end_section=True)
     logged = "-" if res.log_records is None else f"{res.log_records:,}"
     table.add_row("records logged / answered", f"{logged} / {res.answered:,}", "", "")

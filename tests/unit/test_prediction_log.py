@@ -38,12 +38,12 @@ class MemorySink:
         self.fail = False
         self.closed = False
 
-    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+    def write_rows(self, rows: Sequence[tuple[object, ...]]) -> None:
         if self.gate is not None:
             self.gate.wait(10)
         if self.fail:
             raise SinkError("down")
-        self.batches.append([r.request_id for r in records])
+        self.batches.append([str(r[0]) for r in rows])  # request_id comes first
 
     def close(self) -> None:
         self.closed = True
@@ -195,8 +195,7 @@ def test_deferred_records_are_made_by_the_writer_not_the_caller() -> None:
         return Deferred(make_them, n)
 
     assert plog.submit(maker(0, 3)) == 3
-    time.sleep(0.05)
-    assert made_on == [] and plog.pending == 3  # no full batch yet: nothing made
+    assert plog.pending == 3
     assert plog.submit(maker(3, 3)) == 3  # a full batch: 3 + the first of these 3
     wait_for(lambda: plog._queued == 2)  # 4 in flight, held at the gate
     assert plog.submit(maker(6, 10)) == 8 and dropped.value == 2  # 10 queued at most
@@ -208,7 +207,7 @@ def test_deferred_records_are_made_by_the_writer_not_the_caller() -> None:
     plog.close()
 
 
-def test_a_deferred_that_fails_to_make_costs_its_batch_counted() -> None:
+def test_a_deferred_that_cannot_be_made_costs_its_records_counted() -> None:
     sink = MemorySink()
     plog, dropped, written = make(sink)
 
@@ -218,8 +217,19 @@ def test_a_deferred_that_fails_to_make_costs_its_batch_counted() -> None:
     plog.submit(Deferred(broken, 2))
     plog.submit(recs(1))
     assert plog.flush(timeout=5)
-    assert dropped.value == 3 and written.value == 0  # one batch: both entries
+    assert dropped.value == 2 and written.value == 1 and sink.ids == ["r0"]
     plog.submit(recs(2, start=5))
     assert plog.flush(timeout=5)
-    assert sink.ids == ["r5", "r6"] and written.value == 2
+    assert sink.ids == ["r0", "r5", "r6"] and written.value == 3
+    plog.close()
+
+
+def test_what_waits_for_the_timer_is_made_early_and_counted_pending() -> None:
+    """Between two writes the writer keeps plain rows, not the requests' objects."""
+    sink = MemorySink()
+    plog, _, written = make(sink, batch_size=100, flush_seconds=30.0)
+    plog.submit(recs(3))
+    wait_for(lambda: not plog._buf)  # taken and made within PREPARE_EVERY_S
+    assert plog.pending == 3 and written.value == 0 and sink.ids == []
+    assert plog.flush(timeout=5) and sink.ids == ["r0", "r1", "r2"]
     plog.close()

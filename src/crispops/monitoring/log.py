@@ -19,6 +19,7 @@ Nothing here imports BentoML; the counters are any objects with ``inc(n)``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -38,6 +39,10 @@ log = logging.getLogger("crispops.monitoring")
 
 #: Records made and serialized between two hand-backs of the GIL (about 0.2 ms of work).
 PREPARE_CHUNK = 16
+
+#: How often the writer takes what the requests queued and makes their rows; it writes
+#: them when ``batch_size`` are made or ``flush_seconds`` passed.
+PREPARE_EVERY_S = 0.05
 
 #: The writer's sleep between two stretches: a real sleep releases the GIL to the request
 #: path (``sleep(0)`` does not: the writer takes it straight back). Paced so, the writer
@@ -131,6 +136,7 @@ class PredictionLog:
         self.written = 0
         self._buf: deque[Entry] = deque()
         self._queued = 0  # records in _buf
+        self._next_take = 0.0  # the writer's next look at _buf (monotonic)
         self._in_flight = 0
         self._flushers = 0  # callers of flush() waiting: the writer does not wait the timer
         self._closing = False
@@ -188,43 +194,54 @@ class PredictionLog:
 
     # -- the writer ----------------------------------------------------------------------
     def _run(self) -> None:
+        # Rows made and not yet written: plain tuples of strings and numbers, which the
+        # garbage collector stops tracking (what the requests left, their dicts and
+        # answers, is let go within PREPARE_EVERY_S instead of ``flush_seconds``).
+        ready: list[tuple[Any, ...]] = []
+        due = math.inf  # when ``ready`` must be written (``flush_seconds`` after its first)
         while True:
             with self._cond:
-                deadline = time.monotonic() + self.flush_seconds
-                # wait for a full batch, the timer, shutdown, or a flush() with work to do
-                while (
-                    self._queued < self.batch_size
-                    and not self._closing
-                    and not (self._flushers and self._buf)
-                ):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
+                # wait for records to make, a write due, a flush() or shutdown
+                while True:
+                    now = time.monotonic()
+                    hurry = self._closing or self._flushers > 0
+                    if self._buf and (
+                        hurry or self._queued >= PREPARE_CHUNK or now >= self._next_take
+                    ):
                         break
-                    self._cond.wait(left)
-                if not self._buf:
-                    if self._closing:
+                    if ready and (hurry or now >= due):
+                        break
+                    if self._closing and not self._buf and not ready:
                         return
-                    continue
-                batch = self._take()
-            self._write(batch)
+                    until = min(due if ready else math.inf, now + PREPARE_EVERY_S)
+                    self._cond.wait(max(until - now, 0.001))
+                batch = self._take(self.batch_size - len(ready)) if self._buf else []
+                self._in_flight = len(ready) + sum(len(e) for e in batch)
+            if batch and not ready:
+                due = time.monotonic() + self.flush_seconds
+            ready.extend(self._make(batch))
+            self._next_take = time.monotonic() + PREPARE_EVERY_S
+            if ready and (len(ready) >= self.batch_size or hurry or time.monotonic() >= due):
+                self._write(ready)
+                ready = []
+                due = math.inf
             with self._cond:
-                self._in_flight = 0
+                self._in_flight = len(ready)
                 self._cond.notify_all()
 
-    def _take(self) -> list[Entry]:
-        """Up to ``batch_size`` records off the front of the buffer (under the lock)."""
+    def _take(self, most: int) -> list[Entry]:
+        """Up to ``most`` records off the front of the buffer (under the lock)."""
         batch: list[Entry] = []
         size = 0
-        while self._buf and size < self.batch_size:
+        while self._buf and size < most:
             entry = self._buf.popleft()
-            want = self.batch_size - size
+            want = most - size
             if len(entry) > want:  # split it: the rest stays first in line
                 entry, rest = _split(entry, want)
                 self._buf.appendleft(rest)
             batch.append(entry)
             size += len(entry)
         self._queued -= size
-        self._in_flight = size
         return batch
 
     def _pace(self) -> None:
@@ -233,24 +250,29 @@ class PredictionLog:
             return
         time.sleep(PAUSE_S)
 
-    def _write(self, batch: list[Entry]) -> None:
+    def _make(self, batch: list[Entry]) -> list[tuple[Any, ...]]:
+        """The entries' rows, made in short stretches so a request never waits long for
+        the GIL; an entry that cannot be made is dropped and counted."""
+        rows: list[tuple[Any, ...]] = []
+        todo = 0
+        for entry in batch:
+            try:
+                made = [rec.row() for rec in _records(entry)]
+            except Exception as exc:  # a record the log cannot hold costs it, not the server
+                self._drop(len(entry), f"cannot make the record: {exc}")
+                continue
+            rows.extend(made)
+            todo += len(made)
+            if todo >= PREPARE_CHUNK:
+                todo = 0
+                self._pace()
+        return rows
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
         assert self.sink is not None
-        n = sum(len(e) for e in batch)
+        n = len(rows)
         try:
-            # Making the records and their JSON is most of a write's CPU: do it in short
-            # stretches, so a request never waits long for the GIL.
-            records: list[PredictionRecord] = []
-            todo = 0
-            for entry in batch:
-                made = _records(entry)
-                for rec in made:
-                    rec.row()
-                    todo += 1
-                    if todo >= PREPARE_CHUNK:
-                        todo = 0
-                        self._pace()
-                records.extend(made)
-            self.sink.write_predictions(records)
+            self.sink.write_rows(rows)
         except Exception as exc:  # any failure of the sink costs records, never the server
             self._drop(n, f"sink failed: {exc}")
             return

@@ -174,6 +174,10 @@ class Sink(Protocol):
 
     def write_predictions(self, records: Sequence[PredictionRecord]) -> None: ...
 
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Predictions as ``PredictionRecord.row()`` tuples (what the log's writer keeps)."""
+        ...
+
     def write_feedback(self, records: Sequence[FeedbackRecord]) -> None: ...
 
     def read_predictions(
@@ -228,17 +232,20 @@ class ParquetSink:
         return self.root / "feedback"
 
     def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
-        if not records:
+        self.write_rows([r.row() for r in records])
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
             return
         by_day: dict[str, list[tuple[Any, ...]]] = {}
-        day, day_of = None, None
-        for r in records:
-            if r.ts != day_of:  # a batch's records share their time: one strftime a batch
-                day_of, day = r.ts, f"{r.ts.astimezone(UTC):%Y-%m-%d}"
-            by_day.setdefault(day, []).append(r.row())  # type: ignore[arg-type]
-        for day, rows in by_day.items():
+        day, day_of = "", None
+        for row in rows:
+            if row[1] != day_of:  # a batch's records share their time: one strftime a batch
+                day_of, day = row[1], f"{row[1].astimezone(UTC):%Y-%m-%d}"
+            by_day.setdefault(day, []).append(row)
+        for day, part in by_day.items():
             path = self.predictions_dir / f"date={day}" / f"{uuid.uuid4().hex}.parquet"
-            table = prediction_table(rows)
+            table = prediction_table(part)
             try:
                 atomic_write(path, lambda p, t=table: pq.write_table(t, p))  # type: ignore[misc]
             except OSError as exc:
@@ -362,7 +369,10 @@ class PostgresSink:
             raise SinkError(f"prediction log: {what} failed in PostgreSQL ({exc})") from None
 
     def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
-        if not records:
+        self.write_rows([r.row() for r in records])
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
             return
         cols = ", ".join(PREDICTION_COLUMNS)
         marks = ", ".join(["%s"] * len(PREDICTION_COLUMNS))
@@ -370,7 +380,6 @@ class PostgresSink:
             f"INSERT INTO {self.predictions} ({cols}) VALUES ({marks}) "
             "ON CONFLICT (request_id, model_tag) DO NOTHING"
         )
-        rows = [r.row() for r in records]
 
         def write(conn: Any) -> None:
             with conn.cursor() as cur:

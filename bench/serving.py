@@ -45,6 +45,9 @@ What the rows mean:
    connections at most 10% lower with the log on, p50 at most 1 ms higher (at 1 and
    at 16 connections). The records the log wrote are counted after the server stops
    (its shutdown writes what is queued): every answered prediction should be there.
+   Beside them, the server's CPU seconds per answer over all rounds (its process tree's
+   user + system time): the log's cost in work, steadier than req/s when other
+   processes share the cores.
 
 7. **the router** (issue 14) - one crispops server built from the working tree (the
    router is in the service, not in older Bentos' copies) with a challenger server

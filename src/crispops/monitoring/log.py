@@ -2,16 +2,17 @@
 
 The request path only appends to a bounded buffer (a lock and a list append): a list of
 records, or a :class:`Deferred` holding references to what the request already has (its
-rows, the values the model took, its answers) and a function that makes the records. A
-background thread takes them in batches of ``batch_size`` records (or whatever has waited
-``flush_seconds``), makes and serializes the records in short stretches paced by short
-sleeps (the thread shares the worker's GIL: a stretch is all a request can wait for it),
-and writes them to the sink. Nothing the sink does reaches a
-request: when the buffer is full, the surplus records are dropped; when a write fails
-(the database is down, the disk is full), the batch is dropped. Both are counted
-(``on_dropped``), and written records too (``on_written``), so a lossy log shows on
-/metrics. :meth:`PredictionLog.close` (the server's shutdown hook) writes what is
-queued before the process exits.
+rows, the values the model took, its answers) and a function that makes the records.
+A background thread takes what is queued every ``PREPARE_EVERY_S``, makes the records
+and their rows (JSON text) in short stretches paced by short sleeps (the thread shares
+the worker's GIL: a stretch is all a request can wait for it), keeps the rows (plain
+tuples) and writes them to the sink in batches of ``batch_size`` (or whatever has
+waited ``flush_seconds``). Nothing the sink does reaches a request: when the buffer is
+full, the surplus records are dropped; when a write fails (the database is down, the
+disk is full), the batch is dropped. Both are counted (``on_dropped``), and written
+records too (``on_written``), so a lossy log shows on /metrics.
+:meth:`PredictionLog.close` (the server's shutdown hook) writes what is queued before
+the process exits.
 
 Nothing here imports BentoML; the counters are any objects with ``inc(n)``.
 """

@@ -61,6 +61,11 @@ class LoadResult:
     server_cpu_s: float = math.nan  # the server's CPU seconds over the run (all processes)
 
     @property
+    def answered(self) -> int:
+        """2xx answers."""
+        return sum(n for code, n in self.status.items() if 200 <= code < 300)
+
+    @property
     def errors(self) -> int:
         """Transport errors plus non-2xx answers."""
         bad = sum(n for code, n in self.status.items() if not 200 <= code < 300)
@@ -180,8 +185,8 @@ def run_hey(
     out = parse_hey(done.stdout, concurrency, duration_s)
     if server is not None:
         capacity = wall * (os.cpu_count() or 1) / 100
-        out.server_cpu_pct = (server1 - server0) / capacity
         out.server_cpu_s = server1 - server0
+        out.server_cpu_pct = (server1 - server0) / capacity
         out.hey_cpu_pct = (kids1 - kids0) / capacity
         rest = (busy1 - busy0) - (server1 - server0) - (kids1 - kids0) - (self1 - self0)
         out.other_cpu_pct = max(0.0, rest / capacity)

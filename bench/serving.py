@@ -45,6 +45,9 @@ What the rows mean:
    connections at most 10% lower with the log on, p50 at most 1 ms higher (at 1 and
    at 16 connections). The records the log wrote are counted after the server stops
    (its shutdown writes what is queued): every answered prediction should be there.
+   Beside them, the server's CPU seconds per answer over all rounds (its process tree's
+   user + system time): the log's cost in work, steadier than req/s when other
+   processes share the cores.
 
 7. **the router** (issue 14) - one crispops server built from the working tree (the
    router is in the service, not in older Bentos' copies) with a challenger server
@@ -384,6 +387,7 @@ def measure_log_pair(
         merged.p50_ms = statistics.median(r.p50_ms for r in rs)
         merged.p99_ms = statistics.median(r.p99_ms for r in rs)
         merged.status = {k: sum(r.status.get(k, 0) for r in rs) for k in mid.status}
+        merged.server_cpu_s = sum(r.server_cpu_s for r in rs)  # with status: every round's
         res.predict.setdefault(name, {})[c] = merged
 
 
@@ -861,6 +865,10 @@ def log_table(res: Results) -> Any:
             a, b = _figure(on, metric), _figure(off, metric)
             table.add_row(f"{label} @ {c} conn", _ms(a), _ms(b), f"{a - b:+.2f}")
         table.add_row(f"errors @ {c} conn", str(on.errors), str(off.errors), "")
+        # CPU per answer: what the log costs the server, steadier than req/s when other
+        # processes share the cores
+        a, b = (r.server_cpu_s / r.answered * 1000 if r.answered else math.nan for r in (on, off))
+        table.add_row(f"server CPU ms/answer @ {c}", f"{a:.3f}", f"{b:.3f}", f"{a / b - 1:+.1%}")
         table.add_row(f"CPU % srv/hey/other @ {c}", _cpu(on), _cpu(off), "", end_section=True)
     logged = "-" if res.log_records is None else f"{res.log_records:,}"
     table.add_row("records logged / answered", f"{logged} / {res.answered:,}", "", "")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from crispops.config import MonitoringSettings
-from crispops.monitoring.log import PredictionLog, make_sink
+from crispops.monitoring.log import Deferred, PredictionLog, make_sink
 from crispops.monitoring.store import ParquetSink, PredictionRecord, SinkError
 
 
@@ -38,12 +38,12 @@ class MemorySink:
         self.fail = False
         self.closed = False
 
-    def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
+    def write_rows(self, rows: Sequence[tuple[object, ...]]) -> None:
         if self.gate is not None:
             self.gate.wait(10)
         if self.fail:
             raise SinkError("down")
-        self.batches.append([r.request_id for r in records])
+        self.batches.append([str(r[0]) for r in rows])  # request_id comes first
 
     def close(self) -> None:
         self.closed = True
@@ -177,3 +177,59 @@ def test_the_log_settings_reach_the_server_process(monkeypatch: pytest.MonkeyPat
     runtime = monitoring_runtime()
     assert runtime.path.is_absolute() and runtime.sink == "postgres"
     assert runtime.log_predictions is False
+
+
+def test_deferred_records_are_made_by_the_writer_not_the_caller() -> None:
+    """The request path queues references; the records are made on the writer's
+    thread, split across batches in order, and a full queue takes the first of them."""
+    gate = threading.Event()
+    sink = MemorySink(gate)  # holds the first write until the gate opens
+    plog, dropped, written = make(sink, queue_size=10, batch_size=4)
+    made_on: list[str] = []
+
+    def maker(start: int, n: int) -> Deferred:
+        def make_them() -> list[PredictionRecord]:
+            made_on.append(threading.current_thread().name)
+            return recs(n, start)
+
+        return Deferred(make_them, n)
+
+    assert plog.submit(maker(0, 3)) == 3
+    assert plog.pending == 3
+    assert plog.submit(maker(3, 3)) == 3  # a full batch: 3 + the first of these 3
+    wait_for(lambda: plog._queued == 2)  # 4 in flight, held at the gate
+    assert plog.submit(maker(6, 10)) == 8 and dropped.value == 2  # 10 queued at most
+    gate.set()
+    assert plog.flush(timeout=5)
+    assert sink.ids == [f"r{i}" for i in range(14)]
+    assert [len(b) for b in sink.batches] == [4, 4, 4, 2]
+    assert set(made_on) == {"prediction-log"} and written.value == 14
+    plog.close()
+
+
+def test_a_deferred_that_cannot_be_made_costs_its_records_counted() -> None:
+    sink = MemorySink()
+    plog, dropped, written = make(sink)
+
+    def broken() -> list[PredictionRecord]:
+        raise ValueError("no such column")
+
+    plog.submit(Deferred(broken, 2))
+    plog.submit(recs(1))
+    assert plog.flush(timeout=5)
+    assert dropped.value == 2 and written.value == 1 and sink.ids == ["r0"]
+    plog.submit(recs(2, start=5))
+    assert plog.flush(timeout=5)
+    assert sink.ids == ["r0", "r5", "r6"] and written.value == 3
+    plog.close()
+
+
+def test_what_waits_for_the_timer_is_made_early_and_counted_pending() -> None:
+    """Between two writes the writer keeps plain rows, not the requests' objects."""
+    sink = MemorySink()
+    plog, _, written = make(sink, batch_size=100, flush_seconds=30.0)
+    plog.submit(recs(3))
+    wait_for(lambda: not plog._buf)  # taken and made within PREPARE_EVERY_S
+    assert plog.pending == 3 and written.value == 0 and sink.ids == []
+    assert plog.flush(timeout=5) and sink.ids == ["r0", "r1", "r2"]
+    plog.close()

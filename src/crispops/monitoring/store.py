@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from crispops.errors import CrispopsError
-from crispops.io import write_frame
+from crispops.io import atomic_write, write_frame
 
 PREDICTION_COLUMNS = (
     "request_id",
@@ -80,16 +82,27 @@ class PredictionRecord:
     imputed: list[str] = field(default_factory=list)
     outcome: str = "ok"
     latency_s: float | None = None
-    _row: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _row: tuple[Any, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
-    def row(self) -> dict[str, Any]:
-        """The record as a table row (JSON text for the structured fields); computed once."""
+    def row(self) -> tuple[Any, ...]:
+        """The record as a table row, in ``PREDICTION_COLUMNS`` order (JSON text for the
+        structured fields); computed once."""
         if self._row is None:
-            out: dict[str, Any] = {}
-            for name in PREDICTION_COLUMNS:
-                value = getattr(self, name)
-                out[name] = _dumps(value) if name in JSON_COLUMNS else value
-            self._row = out
+            self._row = (
+                self.request_id,
+                self.ts,
+                self.model_tag,
+                self.endpoint,
+                _dumps(self.entity),
+                _dumps(self.inputs),
+                _dumps(self.request),
+                _dumps(self.prediction),
+                _dumps(self.probabilities),
+                self.score,
+                _dumps(self.imputed),
+                self.outcome,
+                self.latency_s,
+            )
         return self._row
 
 
@@ -110,7 +123,12 @@ class FeedbackRecord:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_plain, separators=(",", ":"), allow_nan=False)
+    # the log's commonest values skip the encoder (an empty entity, no imputed names)
+    if value is None:
+        return "null"
+    if isinstance(value, dict | list) and not value:
+        return "[]" if isinstance(value, list) else "{}"
+    return _ENCODE(value)
 
 
 def _plain(value: Any) -> Any:
@@ -121,10 +139,44 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot log a {type(value).__name__}")
 
 
+#: One encoder for every record (``json.dumps`` with options builds one per call).
+_ENCODE = json.JSONEncoder(default=_plain, separators=(",", ":"), allow_nan=False).encode
+
+#: The predictions table as written to Parquet (straight from column lists: no pandas).
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("model_tag", pa.string()),
+        ("endpoint", pa.string()),
+        *((name, pa.string()) for name in ("entity", "inputs", "request", "prediction")),
+        ("probabilities", pa.string()),
+        ("score", pa.float64()),
+        ("imputed", pa.string()),
+        ("outcome", pa.string()),
+        ("latency_s", pa.float64()),
+    ]
+)
+assert tuple(PREDICTION_SCHEMA.names) == PREDICTION_COLUMNS
+
+
+def prediction_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
+    """Rows (``PredictionRecord.row()``) as an Arrow table, built column by column."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(PREDICTION_COLUMNS)
+    return pa.Table.from_arrays(
+        [pa.array(col, type=f.type) for col, f in zip(columns, PREDICTION_SCHEMA, strict=True)],
+        schema=PREDICTION_SCHEMA,
+    )
+
+
 class Sink(Protocol):
     """Where predictions and labels live."""
 
     def write_predictions(self, records: Sequence[PredictionRecord]) -> None: ...
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Predictions as ``PredictionRecord.row()`` tuples (what the log's writer keeps)."""
+        ...
 
     def write_feedback(self, records: Sequence[FeedbackRecord]) -> None: ...
 
@@ -180,15 +232,22 @@ class ParquetSink:
         return self.root / "feedback"
 
     def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
-        if not records:
+        self.write_rows([r.row() for r in records])
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
             return
-        by_day: dict[str, list[dict[str, Any]]] = {}
-        for r in records:
-            by_day.setdefault(f"{r.ts.astimezone(UTC):%Y-%m-%d}", []).append(r.row())
-        for day, rows in by_day.items():
+        by_day: dict[str, list[tuple[Any, ...]]] = {}
+        day, day_of = "", None
+        for row in rows:
+            if row[1] != day_of:  # a batch's records share their time: one strftime a batch
+                day_of, day = row[1], f"{row[1].astimezone(UTC):%Y-%m-%d}"
+            by_day.setdefault(day, []).append(row)
+        for day, part in by_day.items():
             path = self.predictions_dir / f"date={day}" / f"{uuid.uuid4().hex}.parquet"
+            table = prediction_table(part)
             try:
-                write_frame(path, _predictions_frame(rows))
+                atomic_write(path, lambda p, t=table: pq.write_table(t, p))  # type: ignore[misc]
             except OSError as exc:
                 raise SinkError(f"prediction log {path.parent}: cannot write ({exc})") from exc
 
@@ -310,7 +369,10 @@ class PostgresSink:
             raise SinkError(f"prediction log: {what} failed in PostgreSQL ({exc})") from None
 
     def write_predictions(self, records: Sequence[PredictionRecord]) -> None:
-        if not records:
+        self.write_rows([r.row() for r in records])
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
             return
         cols = ", ".join(PREDICTION_COLUMNS)
         marks = ", ".join(["%s"] * len(PREDICTION_COLUMNS))
@@ -318,7 +380,6 @@ class PostgresSink:
             f"INSERT INTO {self.predictions} ({cols}) VALUES ({marks}) "
             "ON CONFLICT (request_id, model_tag) DO NOTHING"
         )
-        rows = [tuple(r.row()[c] for c in PREDICTION_COLUMNS) for r in records]
 
         def write(conn: Any) -> None:
             with conn.cursor() as cur:

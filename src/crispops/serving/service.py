@@ -28,7 +28,7 @@ from pydantic import Field
 
 from crispops.config import MonitoringSettings, ServingSettings, monitoring_runtime, serving_runtime
 from crispops.contract import FeatureContract
-from crispops.monitoring.log import PredictionLog, make_sink
+from crispops.monitoring.log import Deferred, PredictionLog, make_sink
 from crispops.monitoring.store import FeedbackRecord, PredictionRecord, Sink, SinkError
 from crispops.serving.fastpath import FastPipeline
 from crispops.serving.packaging import MODEL_FILE
@@ -233,11 +233,28 @@ class Predictor:
         out: list[Prediction],
         elapsed: float,
         model_tag: str | None = None,
-    ) -> list[PredictionRecord]:
+    ) -> Deferred:
         """The log's records for one answered batch (``rows`` as sent, ``used`` the
         values the model took, aligned with ``out``), under ``model_tag`` (default: this
-        model's)."""
-        ts = datetime.now(UTC)
+        model's). The request path only keeps references: the log's writer thread makes
+        the records (nothing changes these lists and answers once they are answered)."""
+        make = functools.partial(
+            self._records, endpoint, rows, used, out, elapsed, model_tag, time.time()
+        )
+        return Deferred(make, len(out))
+
+    def _records(
+        self,
+        endpoint: str,
+        rows: list[dict[str, Any]],
+        used: list[dict[str, Any]],
+        out: list[Prediction],
+        elapsed: float,
+        model_tag: str | None,
+        answered: float,
+    ) -> list[PredictionRecord]:
+        ts = datetime.fromtimestamp(answered, UTC)
+        tag = model_tag or self.model_tag
         keys = self.contract.join_keys if endpoint == "predict_entity" else []
         request = self.contract.request_names
         columns = self.columns
@@ -248,7 +265,7 @@ class Predictor:
                 PredictionRecord(
                     request_id=pred.request_id or "",
                     ts=ts,
-                    model_tag=model_tag or self.model_tag,
+                    model_tag=tag,
                     endpoint=endpoint,
                     entity={k: row.get(k) for k in keys},
                     inputs={c: _finite(values.get(c)) for c in columns} if values else {},

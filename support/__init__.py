@@ -7,5 +7,6 @@
 - ``corpus``: the bad-data corpus;
 - ``clients``: what a client sends a model server: a real record, generated requests;
 - ``online_store``: the Redis online store's config, and materialization killed
-  part-way.
+  part-way;
+- ``containers``: the container tests' skip-or-fail rule.
 """

@@ -7,7 +7,6 @@ CRISPOPS_REQUIRE_CONTAINERS=1 (CI sets it after scripts/prepare-containers.sh).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -26,34 +25,17 @@ from crispops.cluster.build import (
     bento_run_args,
     build_bento_image,
     build_component_image,
-    detect_engine,
 )
 from crispops.config import COMPONENT_IMAGE, Settings, load_settings
 from crispops.contract import FeatureContract
 from crispops.errors import ContainerError
 from crispops.io import read_json
 from crispops.orchestration.local import RunResult, run_training
+from support.containers import unavailable
 from support.projects import copy_demo_project, fast_settings
 from support.servers import free_port
 
-REQUIRE = os.environ.get("CRISPOPS_REQUIRE_CONTAINERS") == "1"
-
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def unavailable(message: str) -> None:
-    if REQUIRE:
-        pytest.fail(f"{message} and CRISPOPS_REQUIRE_CONTAINERS=1", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    try:
-        return detect_engine()
-    except ContainerError as exc:
-        unavailable(str(exc))
-        raise
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ CRISPOPS_REQUIRE_CONTAINERS=1.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -24,11 +23,8 @@ import pytest
 from typer.testing import CliRunner
 
 from crispops.cli import app
-from crispops.cluster.build import Engine, build_component_image, detect_engine
+from crispops.cluster.build import Engine, build_component_image
 from crispops.config import SPARK_COMPONENT_IMAGE
-from crispops.errors import ContainerError
-
-REQUIRE = os.environ.get("CRISPOPS_REQUIRE_CONTAINERS") == "1"
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
 
@@ -46,21 +42,6 @@ RESTRICTED = [
     "-e",
     "HOME=/tmp",
 ]
-
-
-def unavailable(message: str) -> None:
-    if REQUIRE:
-        pytest.fail(f"{message} and CRISPOPS_REQUIRE_CONTAINERS=1", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    try:
-        return detect_engine()
-    except ContainerError as exc:
-        unavailable(str(exc))
-        raise
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,9 @@ def test_crash_after_select_champion_keeps_the_previous_champion(
     s = load_settings(project)
     # Make the serving champion a weak model, so this run's candidates beat it ...
     champion = weaken_champion(project, tmp_path / "weak.joblib")
+    # ... forget the models packaged so far (this run retrains the same model, whose Bento
+    # the package step would otherwise reuse without building) ...
+    s.models_file.unlink()
     # ... and make packaging crash: its build directory is a file.
     shutil.rmtree(s.state_path / "build", ignore_errors=True)
     (s.state_path / "build").write_text("not a directory")

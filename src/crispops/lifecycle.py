@@ -562,6 +562,22 @@ def model_digest(path: Path) -> str:
     return f"sha256:{h.hexdigest()}"
 
 
+def _champion_entry(champ: Champion, **extra: Any) -> Any:
+    """A registry entry (``registry.ModelEntry``) for a champion pointer the registry
+    does not hold (written before the registry), with ``extra`` fields."""
+    from crispops import registry
+
+    return registry.ModelEntry(
+        model_tag=champ.model_tag,
+        bento_tag=champ.bento_tag,
+        status=registry.Status.CHAMPION.value,
+        metric=champ.metric,
+        score=champ.score,
+        run_id=champ.run_id,
+        **extra,
+    )
+
+
 def packaged_model(settings: Settings, digest: str) -> Any:
     """The champion's or a challenger's registry entry (``registry.ModelEntry``) whose
     model has this digest, else None. The champion comes first; an entry registered
@@ -585,15 +601,7 @@ def packaged_model(settings: Settings, digest: str) -> Any:
     if champ is not None and not any(e.model_tag == champ.model_tag and e.record for e in entries):
         path = Path(champ.model_file)
         if path.is_file() and model_digest(path) == digest:
-            return registry.ModelEntry(
-                model_tag=champ.model_tag,
-                bento_tag=champ.bento_tag,
-                status=registry.Status.CHAMPION.value,
-                metric=champ.metric,
-                score=champ.score,
-                run_id=champ.run_id,
-                record=champ.to_dict(),
-            )
+            return _champion_entry(champ, record=champ.to_dict())
     return None
 
 
@@ -720,13 +728,8 @@ def package_task(
     if previous is not None and previous.model_tag not in known:  # from before the registry
         registry.register(
             settings.models_file,
-            registry.ModelEntry(
-                model_tag=previous.model_tag,
-                bento_tag=previous.bento_tag,
-                status=registry.Status.CHAMPION.value,
-                metric=previous.metric,
-                score=previous.score,
-                run_id=previous.run_id,
+            _champion_entry(
+                previous,
                 candidate=previous.candidate,
                 created_at=previous.promoted_at,
                 verdict="promoted",

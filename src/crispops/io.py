@@ -1,8 +1,10 @@
-"""Small, safe file helpers shared by the steps: atomic writes and tabular reads."""
+"""Small, safe file helpers shared by the steps: atomic writes, content digests and
+tabular reads."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -14,6 +16,19 @@ from crispops.errors import DataFileError
 
 if TYPE_CHECKING:  # pandas is imported by what reads a table: the package step never does
     import pandas as pd
+
+
+def update_digest(h: Any, path: Path) -> Any:
+    """Feed ``path``'s bytes to the hash ``h`` a megabyte at a time; return ``h``."""
+    with Path(path).open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content, in hex."""
+    return str(update_digest(hashlib.sha256(), path).hexdigest())
 
 
 @functools.cache

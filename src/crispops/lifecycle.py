@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import hashlib
 import json
 import platform
 import shutil
@@ -25,7 +24,7 @@ from crispops.champion import Champion, read_champion, write_champion
 from crispops.config import Settings
 from crispops.contract import FeatureContract, feature_store, load_contract
 from crispops.errors import DataValidationError, UserError
-from crispops.io import read_json, write_frame, write_json, write_text
+from crispops.io import file_sha256, read_json, write_frame, write_json, write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -555,11 +554,7 @@ def code_version() -> str:
 
 def model_digest(path: Path) -> str:
     """The content digest of a fitted model's file: what identifies a packaged model."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return f"sha256:{h.hexdigest()}"
+    return f"sha256:{file_sha256(path)}"
 
 
 def _champion_entry(champ: Champion, **extra: Any) -> Any:

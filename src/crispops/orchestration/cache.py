@@ -50,6 +50,7 @@ from kfp.local.cache import LocalCache
 
 from crispops import __version__
 from crispops.config import Settings
+from crispops.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ INGEST = "comp-ingest"
 
 _ENTRY = "entry.json"
 _FILES = "files"
-_BLOCK = 1 << 20
 #: Offline sources that are not files: a repo that uses one gets no ingest cache.
 _TABLE_SOURCES = re.compile(
     r"\b(PostgreSQLSource|BigQuerySource|RedshiftSource|SnowflakeSource|SparkSource|"
@@ -76,21 +76,13 @@ _FILE_ONLY_STORES = frozenset({"duckdb", "file", "dask"})
 _DATA_PATH = re.compile(r"""["']([^"'\n]+\.(?:parquet|pq|csv))["']""")
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_BLOCK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _tree_digest(path: Path) -> str:
     """Content digest of a file, or of a folder's files and their relative names."""
     if path.is_file():
-        return file_digest(path)
+        return file_sha256(path)
     h = hashlib.sha256()
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(path)).encode() + b"\0" + file_digest(p).encode() + b"\0")
+        h.update(str(p.relative_to(path)).encode() + b"\0" + file_sha256(p).encode() + b"\0")
     return h.hexdigest()
 
 
@@ -100,7 +92,7 @@ def _stat_line(path: Path) -> dict[str, Any]:
         "path": str(path),
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
-        "sha256": file_digest(path),
+        "sha256": file_sha256(path),
     }
 
 
@@ -250,7 +242,7 @@ class StepCache(LocalCache):
             parts["data"] = data
         if component_name in READS_CHAMPION:
             champion = self.settings.champion_file
-            parts["champion"] = file_digest(champion) if champion.is_file() else None
+            parts["champion"] = file_sha256(champion) if champion.is_file() else None
         text = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crispops.errors import FeatureStoreError
-from crispops.io import atomic_write, read_json, write_json
+from crispops.io import atomic_write, file_sha256, read_json, update_digest, write_json
 from crispops.steps.features import _aware, _store, chunk_windows, first_start, repo_cwd
 
 if TYPE_CHECKING:
@@ -166,9 +166,7 @@ def source_digest(fv: FeatureView, repo_path: Path) -> str:
     h.update(json.dumps(sorted(fv.entities)).encode())
     for p in files:
         h.update(f"{p.relative_to(full) if p != full else p.name}\0{p.stat().st_size}\0".encode())
-        with p.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
+        update_digest(h, p)
     return h.hexdigest()
 
 
@@ -302,7 +300,7 @@ def _reusable(record: Path, chunk: Chunk) -> int | None:
     try:
         done = read_json(record / _DONE)
         same = all(done.get(k) == getattr(chunk, k) for k in ("view", "start", "end", "data"))
-        if same and _digest(record / _ROWS) == done.get("rows_sha256"):
+        if same and file_sha256(record / _ROWS) == done.get("rows_sha256"):
             return int(done["rows"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -311,14 +309,6 @@ def _reusable(record: Path, chunk: Chunk) -> int | None:
 
 def _copy(src: Path, dest: Path) -> None:
     shutil.copyfile(src, dest)
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read(
@@ -360,7 +350,7 @@ def _record(record: Path, chunk: Chunk, rows_file: Path, rows: int) -> None:
     try:
         shutil.rmtree(record, ignore_errors=True)
         atomic_write(record / _ROWS, lambda p: _copy(rows_file, p))
-        done = {**asdict(chunk), "rows": rows, "rows_sha256": _digest(record / _ROWS)}
+        done = {**asdict(chunk), "rows": rows, "rows_sha256": file_sha256(record / _ROWS)}
         write_json(record / _DONE, done)
     except OSError as exc:
         log.warning("cannot record %s in %s (%s): a rerun will read it again", chunk, record, exc)

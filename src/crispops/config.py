@@ -39,8 +39,9 @@ ENV_PREFIX = "CRISPOPS_"
 #: project's Dockerfile with this tag; ``cluster.component_image`` overrides it.
 COMPONENT_REPOSITORY = "ghcr.io/crispops/crispops-components"
 COMPONENT_IMAGE = f"{COMPONENT_REPOSITORY}:{__version__}"
-#: The same image with Java 17 and pyspark (``--build-arg SPARK=1``): what the pipeline's
-#: tasks and the materialization job run in when ``feature_store.engine = "spark"``.
+#: The same image with Java 17 and pyspark (the Dockerfile's ``spark`` stage): what the
+#: pipeline's tasks and the materialization job run in when ``feature_store.engine =
+#: "spark"``.
 SPARK_COMPONENT_IMAGE = f"{COMPONENT_IMAGE}-spark"
 
 TaskType = Literal["binary", "multiclass", "regression"]

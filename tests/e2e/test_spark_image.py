@@ -1,5 +1,5 @@
-"""The components' Spark image (`--build-arg SPARK=1`) in a real container, run as the
-manifests run it (components/spark): non-root 10001, read-only root filesystem with a
+"""The components' Spark image (the Dockerfile's `spark` stage) in a real container, run
+as the manifests run it (components/spark): non-root 10001, read-only root filesystem with a
 writable /tmp only, no capabilities, no privilege escalation.
 
 - Java 17 and pyspark are in it, beside Feast and crispops;

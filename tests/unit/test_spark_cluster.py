@@ -78,23 +78,29 @@ def test_image_plan_builds_the_spark_variant_for_a_spark_project(
     assert "Spark" not in what and "SPARK" not in " ".join(commands)
     _spark(monkeypatch)
     (what, commands), _ = image_plan(load_settings(project), "reg.example/team")
-    wheel, build, push = commands
-    assert "'.[spark]'" in wheel, wheel
-    assert "--build-arg SPARK=1" in build
+    wheel, spark_wheel, build, push = commands
+    assert "--wheel-dir build/wheelhouse " in wheel and "spark" not in wheel
+    assert "--wheel-dir build/wheelhouse-spark '.[spark]'" in spark_wheel, spark_wheel
+    assert "--target spark" in build
     assert build.endswith("-t reg.example/team/crispops-components:0.1.0-spark .")
     assert push == "docker push reg.example/team/crispops-components:0.1.0-spark"
 
 
-def test_dockerfile_adds_java_and_pyspark_only_to_the_spark_variant() -> None:
+def test_dockerfile_adds_java_and_pyspark_only_to_the_spark_stage() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    java = next(line for line in text.splitlines() if "openjdk-17-jre-headless" in line)
-    assert 'if [ -n "$SPARK" ]' in text.split(java)[0].rsplit("RUN", 1)[1]
-    assert '"crispops${SPARK:+[spark]}"' in text
+    components, rest = text.split("FROM components AS spark\n")
+    spark, default = rest.split("\nFROM components\n")
+    code = "\n".join(ln for ln in components.splitlines() if not ln.lstrip().startswith("#"))
+    assert "openjdk-17-jre-headless" in spark and "openjdk" not in code
+    assert '"crispops[spark]"' in spark and "spark]" not in code
+    assert "COPY build/wheelhouse-spark/" in spark
     assert "COPY scripts/spark-executor-entrypoint.sh /usr/local/bin/crispops-spark-executor" in (
-        text
+        components
     )
+    assert not default.strip() or default.lstrip().startswith("#"), "the default target"
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "!scripts/spark-executor-entrypoint.sh" in ignored, "the build context needs it"
+    assert "!build/wheelhouse-spark/" in ignored
 
 
 # The Spark conf on a cluster ------------------------------------------------------------

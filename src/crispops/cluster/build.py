@@ -87,12 +87,13 @@ def _build(
     context: Path,
     dockerfile: Path,
     base_image: str,
-    build_args: dict[str, str] | None = None,
+    *,
+    target: str | None = None,
 ) -> str:
     """`<engine> build` with the host network; the image this tag named before is removed
     when the build replaced it (else every rebuild would leave a dangling 1.6 GB image)."""
     before = _image_id(engine, tag)
-    extra = [a for k, v in (build_args or {}).items() for a in ("--build-arg", f"{k}={v}")]
+    extra = ["--target", target] if target else []
     engine.run(
         "build",
         "--network=host",
@@ -221,24 +222,98 @@ def default_base_image(engine: Engine) -> str:
 def build_wheelhouse(
     engine: Engine, source: Path, base_image: str, *, spark: bool = False, log: Log = _quiet
 ) -> Path:
-    """build/wheelhouse: every wheel the image installs, for the base image's Python
-    (with ``spark``, the [spark] extra's too: pyspark and Feast's Spark dependencies)."""
-    extra = "[spark]" if spark else ""
-    wheelhouse = source / "build" / "wheelhouse"
-    shutil.rmtree(wheelhouse, ignore_errors=True)  # no stale wheel may win a resolution
-    shutil.rmtree(source / "build" / "lib", ignore_errors=True)  # setuptools' scratch
-    log("wheelhouse: pip wheel -c constraints.txt (host)")
+    """build/wheelhouse: every wheel the components stage installs, for the base image's
+    Python. build/wheelhouse-spark: with ``spark``, the wheels the [spark] extra adds
+    (pyspark and Feast's Spark dependencies) and nothing the first holds; else empty.
+
+    Each folder keeps a stamp of what its third-party wheels were made from
+    (constraints.txt, pyproject.toml, the base image); while it holds, only the crispops
+    wheel is made again (seconds, not the minute a full wheelhouse takes)."""
+    build = source / "build"
+    wheelhouse, extras = build / "wheelhouse", build / "wheelhouse-spark"
+    shutil.rmtree(build / "lib", ignore_errors=True)  # setuptools' scratch
+    base_id = _image_id(engine, base_image) or base_image
+    if not _fresh(wheelhouse, _stamp(source, base_id, "")):
+        _wheels(engine, source, base_image, wheelhouse, [], log=log)
+        _seal(wheelhouse, _stamp(source, base_id, ""))
+    else:
+        log("wheelhouse: third-party wheels unchanged; the crispops wheel made again")
+        for old in wheelhouse.glob("crispops-*.whl"):
+            old.unlink()
+        _own_wheel(source, wheelhouse)
+    if not spark:
+        extras.mkdir(parents=True, exist_ok=True)  # the Dockerfile's spark stage copies it
+    elif not _fresh(extras, _stamp(source, base_id, "[spark]")):
+        _wheels(engine, source, base_image, extras, [wheelhouse], extra="[spark]", log=log)
+        have = {w.name for w in wheelhouse.iterdir()}
+        for wheel in list(extras.iterdir()):
+            if wheel.name in have:
+                wheel.unlink()
+        _seal(extras, _stamp(source, base_id, "[spark]"))
+    return wheelhouse
+
+
+STAMP = ".made-from"
+
+
+def _stamp(source: Path, base_id: str, extra: str) -> str:
+    """What a wheelhouse's third-party wheels depend on (not the project's own code)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{base_id}\n{extra}\n".encode())
+    for name in ("constraints.txt", "pyproject.toml"):
+        h.update((source / name).read_bytes())
+    return h.hexdigest()
+
+
+def _fresh(folder: Path, stamp: str) -> bool:
+    path = folder / STAMP
+    return path.is_file() and path.read_text().strip() == stamp
+
+
+def _seal(folder: Path, stamp: str) -> None:
+    (folder / STAMP).write_text(stamp + "\n")
+
+
+def _own_wheel(source: Path, into: Path) -> None:
     _run(
-        [*PIP_WHEEL, "--wheel-dir", str(wheelhouse), f".{extra}", "uv"],
+        [*PIP_WHEEL, "--no-deps", "--wheel-dir", str(into), "."],
+        cwd=source,
+        what="pip wheel (crispops)",
+        timeout=600,
+        extra_env={"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+
+
+def _wheels(
+    engine: Engine,
+    source: Path,
+    base_image: str,
+    into: Path,
+    also: list[Path],
+    *,
+    extra: str = "",
+    log: Log,
+) -> None:
+    """pip wheel crispops (with ``extra``) and uv into ``into``: on the host, then
+    completed by the base image's own interpreter (its markers may differ); wheels in
+    ``also`` are found there instead of being built again."""
+    shutil.rmtree(into, ignore_errors=True)  # no stale wheel may win a resolution
+    into.mkdir(parents=True)
+    links = [a for d in also for a in ("--find-links", str(d))]
+    log(f"wheelhouse{extra}: pip wheel -c constraints.txt (host)")
+    _run(
+        [*PIP_WHEEL, *links, "--wheel-dir", str(into), f".{extra}", "uv"],
         cwd=source,
         what="pip wheel",
         timeout=1800,
         extra_env={"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
-    wheels = sorted(wheelhouse.glob("crispops-*.whl"))
+    wheels = sorted(into.glob("crispops-*.whl"))
     if not wheels:
-        raise ContainerError(f"pip wheel wrote no crispops wheel into {wheelhouse}")
-    log(f"wheelhouse: completed for {base_image}'s Python")
+        raise ContainerError(f"pip wheel wrote no crispops wheel into {into}")
+    log(f"wheelhouse{extra}: completed for {base_image}'s Python")
+    mounts = {into: "/wheelhouse", **{d: f"/also{i}" for i, d in enumerate(also)}}
     args = [
         "run",
         "--rm",
@@ -251,8 +326,7 @@ def build_wheelhouse(
         "PIP_CACHE_DIR=/pip-cache",
         "-e",
         "PIP_DISABLE_PIP_VERSION_CHECK=1",
-        "-v",
-        f"{wheelhouse}:/wheelhouse",
+        *[a for d, m in mounts.items() for a in ("-v", f"{d}:{m}")],
         "-v",
         f"{pip_cache_dir()}:/pip-cache",
         "-v",
@@ -261,12 +335,12 @@ def build_wheelhouse(
     ca = ca_bundle()
     if ca is not None:
         args += ["-v", f"{ca}:/etc/crispops-ca.crt:ro", "-e", "PIP_CERT=/etc/crispops-ca.crt"]
+    find = " ".join(f"--find-links {m}" for m in mounts.values())
     script = (
-        "python3 -m venv /tmp/venv && /tmp/venv/bin/pip wheel -q -c /constraints.txt "
-        f"--find-links /wheelhouse --wheel-dir /wheelhouse '/wheelhouse/{wheels[0].name}{extra}' uv"
+        f"python3 -m venv /tmp/venv && /tmp/venv/bin/pip wheel -q -c /constraints.txt {find} "
+        f"--wheel-dir /wheelhouse '/wheelhouse/{wheels[0].name}{extra}' uv"
     )
     engine.run(*args, base_image, "sh", "-c", script, what="pip wheel in the base image")
-    return wheelhouse
 
 
 def build_component_image(
@@ -279,16 +353,18 @@ def build_component_image(
     log: Log = _quiet,
 ) -> str:
     """Build the image every pipeline component runs in; return its tag. With ``spark``,
-    its Spark variant (``SPARK_COMPONENT_IMAGE``): Java 17, pyspark and the executor
-    entrypoint on top, for Spark projects only (the default image stays without them)."""
+    its Spark variant (``SPARK_COMPONENT_IMAGE``, the Dockerfile's ``spark`` stage): Java
+    17, pyspark and the executor entrypoint on top of the components stage, for Spark
+    projects only (the default image stays without them). Both stages come from one
+    build, so the variant shares the default image's layers."""
     engine = engine or detect_engine()
     source = source or source_dir()
     base = base_image or default_base_image(engine)
     tag = tag or (SPARK_COMPONENT_IMAGE if spark else COMPONENT_IMAGE)
     build_wheelhouse(engine, source, base, spark=spark, log=log)
-    log(f"{engine.name} build {tag} (from {base})")
-    args = {"SPARK": "1"} if spark else None
-    return _build(engine, tag, source, source / "Dockerfile", base, args)
+    target = "spark" if spark else "components"
+    log(f"{engine.name} build {tag} (--target {target}, from {base})")
+    return _build(engine, tag, source, source / "Dockerfile", base, target=target)
 
 
 # the champion's Bento image -----------------------------------------------------------
@@ -425,16 +501,21 @@ def image_plan(settings: Settings, registry: str | None) -> list[tuple[str, list
     spark = settings.feature_store.engine == "spark"
     component = settings.task_image if registry is None else component_image(reg, spark=spark)
     what = "components image (every pipeline step runs in it)"
-    target, spark_arg = ".", ""
+    wheels = ["python -m pip wheel -c constraints.txt --wheel-dir build/wheelhouse . uv"]
+    target = "components"
     if spark:
         what = "components image, Spark variant (Java 17, pyspark: every step and the driver)"
-        target, spark_arg = "'.[spark]'", " --build-arg SPARK=1"
+        wheels.append(
+            "python -m pip wheel -c constraints.txt --find-links build/wheelhouse "
+            "--wheel-dir build/wheelhouse-spark '.[spark]' uv"
+        )
+        target = "spark"
     plan = [
         (
             what,
             [
-                f"python -m pip wheel -c constraints.txt --wheel-dir build/wheelhouse {target} uv",
-                f"docker build --build-arg BASE_IMAGE={PUBLIC_BASE_IMAGE}{spark_arg} "
+                *wheels,
+                f"docker build --build-arg BASE_IMAGE={PUBLIC_BASE_IMAGE} --target {target} "
                 f"-t {component} .",
                 f"docker push {component}",
             ],

@@ -76,6 +76,12 @@ def test_binary_run_trains_evaluates_and_packages(fresh_project: Path) -> None:
     assert decision["verdict"] == "promoted" and decision["baseline_score"] == 0.5
     html = result.artifact("explore", "report")
     assert html is not None and html.read_text().count("<svg") >= 5
+    # explore, which nothing waits for, ran beside split and select-features
+    spans = result.spans()
+    ((explore_start, _),) = spans["explore"]
+    ((_, validated),) = spans["validate"]
+    ((_, selected),) = spans["select-features"]
+    assert validated <= explore_start < selected, spans
     evaluations = result.artifacts("evaluate", "evaluation")
     assert len(evaluations) == 2
 

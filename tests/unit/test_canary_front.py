@@ -228,3 +228,16 @@ def test_a_bad_request_gets_the_inner_apps_own_error_for_the_body_as_sent(
     assert status == 400 and says in out["error"]
     assert inner.bodies[-1] == sent
     assert all(f.cancelled() or f.done() for f in router.futures)
+
+
+def test_a_request_all_for_the_champion_goes_on_whole_with_the_ids_the_hash_was_given() -> None:
+    front, inner, _ = make(Router())
+    sent = body(1, 2)  # the caller named every record: the body goes on as sent
+    status, _, out, _ = call(front, sent)
+    assert status == 200 and inner.bodies == [sent]
+    assert [a["request_id"] for a in out] == ["r0", "r1"]
+    # ids made by the front (the hash's input) are the ones the champion answers with
+    status, _, out, _ = call(front, body(1, 2, ids=False))
+    made = [r["request_id"] for r in json.loads(inner.bodies[-1])["records"]]
+    assert status == 200 and [a["request_id"] for a in out] == made
+    assert len(set(made)) == 2 and "made-late" not in made

@@ -911,10 +911,14 @@ class _CanaryFront:
         started = time.perf_counter()
         router = model.router
         rows = [r.model_dump() for r in records]
+        named = all(r[REQUEST_ID] for r in rows)  # every id the caller's: none made here
         ids = _request_ids(rows)
         plan = router.plan(self.ENDPOINT, rows, ids)
         if plan is None or plan[0].mode != "canary":  # every record is the champion's
-            await self.app(*_request(scope, receive, rows, ids, list(range(len(rows)))), send)
+            if named:  # the body as sent (else with the ids the hash was given)
+                await self.app(scope, _replay(body, receive), send)
+            else:
+                await self.app(*_request(scope, receive, rows, ids, list(range(len(rows)))), send)
             return
         cfg, chosen = plan
         mine = _unrouted(rows, chosen)

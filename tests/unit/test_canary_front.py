@@ -1,4 +1,4 @@
-"""The canary's front for /predict (service._CanaryFront) in process: a fake inner app
+"""The canary's front for /predict (service.CanaryFront) in process: a fake inner app
 plays BentoML's batched API (it answers as the champion), a fake router decides and
 calls the challenger. What goes through untouched, what is split, merged, fallen back
 on and replayed for BentoML's own error."""
@@ -144,11 +144,11 @@ def call(
 
 def make(router: Router) -> tuple[Any, Inner, Model]:
     # imported here, not at collection: the service module sets prometheus_client up
-    from crispops.serving.service import _CanaryFront, _Live
+    from crispops.serving.canary import CanaryFront, Live
 
-    inner, live = Inner(), _Live()
+    inner, live = Inner(), Live()
     live.model = Model(router)
-    return _CanaryFront(inner, live=live, request=Input), inner, live.model
+    return CanaryFront(inner, live=live, request=Input), inner, live.model
 
 
 def body(*xs: float, ids: bool = True) -> bytes:

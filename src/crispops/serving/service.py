@@ -11,12 +11,10 @@ module is two lines that call it with the champion's tag.
 
 import asyncio
 import functools
-import json
 import logging
 import math
 import threading
 import time
-import uuid
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,11 +29,20 @@ from crispops.config import MonitoringSettings, ServingSettings, monitoring_runt
 from crispops.contract import FeatureContract
 from crispops.monitoring.log import Deferred, PredictionLog, make_sink
 from crispops.monitoring.store import FeedbackRecord, PredictionRecord, Sink, SinkError
+from crispops.serving.canary import CanaryFront, Live
 from crispops.serving.fastpath import FastPipeline
 from crispops.serving.packaging import MODEL_FILE
-from crispops.serving.router import Challenger, ChallengerError, ConfigFile, bucket, config_path
+from crispops.serving.router import (
+    Challenger,
+    ChallengerError,
+    ConfigFile,
+    bucket,
+    config_path,
+    request_ids,
+    unrouted,
+    with_ids,
+)
 from crispops.serving.schemas import (
-    REQUEST_ID,
     FeedbackAnswer,
     FeedbackError,
     FeedbackIn,
@@ -316,11 +323,6 @@ def _finite(v: Any) -> Any:
     return v
 
 
-def _request_ids(rows: list[dict[str, Any]]) -> list[str]:
-    """Each record's request id (the caller's, else a new one), taken out of the row."""
-    return [r.pop(REQUEST_ID, None) or uuid.uuid4().hex for r in rows]
-
-
 class _Feedback:
     """Labels in: checked against the model's task and the prediction log, then stored
     through a sink of their own (the writer thread keeps its own connection)."""
@@ -452,7 +454,7 @@ class _Router:
     def send(
         self, endpoint: str, cfg: Any, rows: list[dict[str, Any]], ids: list[str], chosen: list[int]
     ) -> Any:
-        body = _with_ids(rows, ids, chosen)
+        body = with_ids(rows, ids, chosen)
         return self.challenger().call(f"{cfg.challenger_url}/{endpoint}", body, cfg.timeout_s)
 
     def mirror(
@@ -460,7 +462,7 @@ class _Router:
     ) -> None:
         """Shadow: the challenger scores the chosen records off the request path (it logs
         them itself); a failure is logged here as its error records."""
-        body = _with_ids(rows, ids, chosen)
+        body = with_ids(rows, ids, chosen)
         started = time.perf_counter()
 
         def done(answers: list[dict[str, Any]] | None, exc: Exception | None) -> None:
@@ -538,16 +540,6 @@ class _Router:
             self._challenger.close()
 
 
-def _unrouted(out: list[Any], chosen: list[int]) -> list[int]:
-    skip = set(chosen)
-    return [i for i in range(len(out)) if i not in skip]
-
-
-def _with_ids(rows: list[dict[str, Any]], ids: list[str], idx: list[int]) -> list[dict[str, Any]]:
-    """The records at ``idx`` as sent on, each carrying its request id."""
-    return [{**rows[i], REQUEST_ID: ids[i]} for i in idx]
-
-
 def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     """Build the BentoML service class for one pinned model tag."""
     runtime = serving_runtime()
@@ -608,7 +600,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         labelnames=["outcome"],
     )
 
-    live = _Live()  # the worker's service instance, once BentoML has made it
+    live = Live()  # the worker's service instance, once BentoML has made it
 
     @bentoml.service(
         name="crispops_model",
@@ -647,7 +639,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                     "shadow_dropped": shadow_dropped,
                 },
             )
-            live.model = self  # for _CanaryFront, in front of this worker's batcher
+            live.model = self  # for CanaryFront, in front of this worker's batcher
 
         @bentoml.on_shutdown
         def flush_prediction_log(self) -> None:
@@ -666,8 +658,8 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             """Score records that carry every feature and request-time field."""
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
-            ids = _request_ids(rows)
-            # a canary's records were routed before the batcher (_CanaryFront): a batch
+            ids = request_ids(rows)
+            # a canary's records were routed before the batcher (CanaryFront): a batch
             # never waits on the challenger's HTTP answer; here only shadow mirrors
             plan = self.router.plan("predict", rows, ids, canary=False)
             out = _guarded(self.predictor.predict_rows, rows)
@@ -692,7 +684,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             await asyncio.sleep(0)
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
-            ids = _request_ids(rows)
+            ids = request_ids(rows)
             plan = self.router.plan("predict_entity", rows, ids)
             pending = self.canary("predict_entity", plan, rows, ids)
             used: list[dict[str, Any]] = []
@@ -751,7 +743,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                 if exc is None and answers is not None:
                     try:
                         tag = self.router.receive(answers, out, chosen)
-                        mine = _unrouted(out, chosen)
+                        mine = unrouted(out, chosen)
                         self.answered(endpoint, tag, [out[i] for i in chosen], elapsed)
                     except ChallengerError as e:
                         exc = e
@@ -807,7 +799,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         name="crispops_shed_requests", documentation="Requests answered 503 to shed load"
     )
     service.add_asgi_middleware(_LoadShedder, limit=runtime.max_concurrency, shed=shed)
-    service.add_asgi_middleware(_CanaryFront, live=live, request=service.apis["predict"].input_spec)
+    service.add_asgi_middleware(CanaryFront, live=live, request=service.apis["predict"].input_spec)
     # BentoML derives a list response's media type from its JSON schema, rebuilt on every
     # request (a third of the CPU time under load); the answer is always JSON.
     for api in service.apis.values():
@@ -855,190 +847,6 @@ class _LoadShedder:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
-
-
-class _Live:
-    """The worker's service instance, set when BentoML has made it (after the app)."""
-
-    model: Any = None
-
-
-class _CanaryFront:
-    """A canary on /predict, routed before BentoML's batcher: BentoML runs one batch of
-    an API per worker at a time, so a batch that waited on the challenger's HTTP answer
-    would hold back every other /predict request. Only while the router's settings are
-    canary with a weight above 0 does it read the body: checked with the API's own
-    input model (a bad body goes on as sent, for BentoML's usual 400), split by the
-    router's hash, the champion's records sent on through the inner app (so they
-    batch) while the challenger's go to the challenger, the answers merged back in
-    the request's order. A failed or slow challenger call is counted and logged as
-    today, and the champion answers those records (a second pass through the batcher).
-    Any other request, and every request outside a canary, goes on untouched."""
-
-    PATH = "/predict"
-    ENDPOINT = "predict"
-
-    def __init__(self, app: Any, live: _Live, request: Any) -> None:
-        self.app = app
-        self.live = live
-        self.request = request  # the API's input model: BentoML's own validation
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        model = self.live.model
-        if (
-            scope["type"] != "http"
-            or scope.get("path") != self.PATH
-            or scope.get("method") != "POST"
-            or model is None
-            or not model.router.canary_on()
-            or _media_type(scope) != "application/json"
-        ):
-            await self.app(scope, receive, send)
-            return
-        body = await _read_body(receive)
-        if body is None:  # the client left before it sent the body
-            return
-        try:
-            records = self.request.model_validate_json(body or b"{}").records
-        except ValueError:  # pydantic's ValidationError: BentoML answers it (400)
-            await self.app(scope, _replay(body, receive), send)
-            return
-        await self.route(model, scope, receive, send, body, records)
-
-    async def route(
-        self, model: Any, scope: Any, receive: Any, send: Any, body: bytes, records: Any
-    ) -> None:
-        started = time.perf_counter()
-        router = model.router
-        rows = [r.model_dump() for r in records]
-        named = all(r[REQUEST_ID] for r in rows)  # every id the caller's: none made here
-        ids = _request_ids(rows)
-        plan = router.plan(self.ENDPOINT, rows, ids)
-        if plan is None or plan[0].mode != "canary":  # every record is the champion's
-            if named:  # the body as sent (else with the ids the hash was given)
-                await self.app(scope, _replay(body, receive), send)
-            else:
-                await self.app(*_request(scope, receive, rows, ids, list(range(len(rows)))), send)
-            return
-        cfg, chosen = plan
-        mine = _unrouted(rows, chosen)
-        # the challenger's call first: it runs while the champion's records batch
-        pending = asyncio.wrap_future(router.send(self.ENDPOINT, cfg, rows, ids, chosen))
-        champion: _Captured | None = None
-        if mine:
-            champion = await self.inner(scope, receive, rows, ids, mine)
-            if champion.status != 200:  # a value the model cannot take: the error as
-                pending.cancel()  # BentoML answers it for the request as it was sent
-                await self.app(scope, _replay(body, receive), send)
-                return
-        try:
-            answers = await asyncio.wait_for(pending, cfg.timeout_s + 1.0)
-            preds = router.accept(answers)
-        except Exception as exc:  # whatever the challenger did, the champion answers
-            router.failed(self.ENDPOINT, cfg, rows, ids, chosen, exc, time.perf_counter() - started)
-            stand_in = await self.inner(scope, receive, rows, ids, chosen)
-            if stand_in.status != 200:
-                await self.app(scope, _replay(body, receive), send)
-                return
-            theirs = stand_in.answers()
-            champion = champion or stand_in
-        else:
-            elapsed = time.perf_counter() - started
-            model.answered(self.ENDPOINT, preds[0].model_tag, preds, elapsed)
-            theirs = [p.model_dump(mode="json") for p in preds]
-        merged: list[Any] = [None] * len(rows)
-        for i, answer in zip(chosen, theirs, strict=True):
-            merged[i] = answer
-        if champion is not None and mine:
-            for i, answer in zip(mine, champion.answers(), strict=True):
-                merged[i] = answer
-        headers = champion.headers if champion is not None else [_JSON]
-        await _respond(send, headers, json.dumps(merged, separators=(",", ":")).encode())
-
-    async def inner(
-        self, scope: Any, receive: Any, rows: list[dict[str, Any]], ids: list[str], idx: list[int]
-    ) -> "_Captured":
-        """The records at ``idx`` through the inner app (the batched API): its answer."""
-        captured = _Captured()
-        await self.app(*_request(scope, receive, rows, ids, idx), captured.send)
-        return captured
-
-
-_JSON = (b"content-type", b"application/json")
-
-
-class _Captured:
-    """An inner app's response, kept instead of sent."""
-
-    def __init__(self) -> None:
-        self.status = 500
-        self.headers: list[tuple[bytes, bytes]] = []
-        self._chunks: list[bytes] = []
-
-    async def send(self, message: Any) -> None:
-        if message["type"] == "http.response.start":
-            self.status = int(message["status"])
-            self.headers = list(message.get("headers", []))
-        elif message["type"] == "http.response.body":
-            self._chunks.append(message.get("body", b""))
-
-    def answers(self) -> list[Any]:
-        return list(json.loads(b"".join(self._chunks)))
-
-
-def _media_type(scope: Any) -> str:
-    """The request's media type, as BentoML picks its deserializer (JSON when unsaid)."""
-    for key, value in scope.get("headers", ()):
-        if key == b"content-type":
-            return str(value.decode("latin-1").split(";")[0].strip())
-    return "application/json"
-
-
-async def _read_body(receive: Any) -> bytes | None:
-    """The whole request body; None when the client disconnected first."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    """A receive that gives ``body`` once, then the client's own (its disconnect)."""
-    sent = False
-
-    async def again() -> Any:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again
-
-
-def _request(
-    scope: Any, receive: Any, rows: list[dict[str, Any]], ids: list[str], idx: list[int]
-) -> tuple[Any, Any]:
-    """(scope, receive) of a /predict request for the records at ``idx``, each with its
-    request id."""
-    body = json.dumps({"records": _with_ids(rows, ids, idx)}).encode()
-    headers = [(k, v) for k, v in scope["headers"] if k not in _BODY_HEADERS]
-    headers.append((b"content-length", str(len(body)).encode()))
-    return {**scope, "headers": headers}, _replay(body, receive)
-
-
-_BODY_HEADERS = (b"content-length", b"transfer-encoding")
-
-
-async def _respond(send: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    kept = [(k, v) for k, v in headers if k.lower() != b"content-length"]
-    kept.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": 200, "headers": kept})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _untraced(tracing: bool) -> list[str]:

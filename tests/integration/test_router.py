@@ -307,3 +307,165 @@ def test_an_unreachable_challenger_in_canary_falls_back_and_fails_analysis(
     assert verdict["measurements"]["challenger_error_rate"] > 0.2, verdict
     assert any(r.startswith("error rate") for r in verdict["reasons"]), verdict["reasons"]
     route(router_file, "http://127.0.0.1:1", challenger["model_tag"], "off", 0)
+
+
+def ids_on(side: str, n: int, weight: float, prefix: str) -> list[str]:
+    """``n`` request ids the hash sends to the challenger (``side`` "challenger") or
+    keeps on the champion, at ``weight``."""
+    out: list[str] = []
+    while len(out) < n:
+        rid = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        if (bucket(None, rid) < weight) == (side == "challenger"):
+            out.append(rid)
+    return out
+
+
+def test_a_slow_challenger_in_canary_does_not_hold_back_the_champions_predict(
+    servers: tuple[Server, Server],
+    challenger: dict[str, str],
+    router_file: Path,
+    trained_project: Path,
+    record: dict[str, Any],
+) -> None:
+    """/predict is batched and BentoML runs one batch at a time per worker: the canary's
+    records are routed before the batcher, so a request whose records all hash to the
+    champion is answered while another request waits on a challenger that never
+    answers (it would have waited behind that request's batch)."""
+    import threading
+
+    champ, _ = servers
+    timeout = 3.0
+    with socket.socket() as hole:  # accepts connections and never answers
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(512)
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        route(router_file, url, challenger["model_tag"], "canary", 50, timeout_s=timeout)
+        slow_ids = ids_on("challenger", 3, 50, "slow")
+        fast_ids = ids_on("champion", 3, 50, "fast")
+        done: dict[str, float] = {}
+        slow: dict[str, Any] = {}
+
+        def waits_on_the_challenger() -> None:
+            body = {"records": [{**record, "request_id": rid} for rid in slow_ids]}
+            slow["resp"] = httpx.post(champ.url + "/predict", json=body, timeout=30)
+            done["slow"] = time.perf_counter()
+
+        started = time.perf_counter()
+        t = threading.Thread(target=waits_on_the_challenger)
+        t.start()
+        time.sleep(0.5)  # that request is in flight, its challenger call waiting
+        body = {"records": [{**record, "request_id": rid} for rid in fast_ids]}
+        fast = httpx.post(champ.url + "/predict", json=body, timeout=30)
+        done["fast"] = time.perf_counter()
+        t.join(timeout=30)
+    assert fast.status_code == 200, fast.text
+    assert [a["request_id"] for a in fast.json()] == fast_ids
+    assert challenger["model_tag"] not in {a["model_tag"] for a in fast.json()}
+    # answered long before the challenger's timeout ran out for the other request
+    assert "slow" in done and done["slow"] - started > timeout, done
+    assert done["slow"] - done["fast"] > timeout / 2, (started, done)
+    # the slow request fell back to the champion's answers, in order, ids kept
+    resp = slow["resp"]
+    assert resp.status_code == 200, resp.text
+    answers = resp.json()
+    assert [a["request_id"] for a in answers] == slow_ids
+    assert all(a["error"] is None and a["model_tag"] != challenger["model_tag"] for a in answers)
+    # logged as the challenger's errors (and the champion's answers as its own), counted
+    df = logged(load_settings(trained_project).monitoring_path, set(slow_ids))
+    errs = df[df["model_tag"] == challenger["model_tag"]]
+    assert set(errs["request_id"]) == set(slow_ids) and set(errs["outcome"]) == {"error"}
+    mine = df[df["model_tag"] != challenger["model_tag"]]
+    assert set(mine["request_id"]) == set(slow_ids) and set(mine["outcome"]) == {"ok"}
+    text = httpx.get(champ.url + "/metrics", timeout=10).text
+    assert any(
+        line.startswith("crispops_challenger_errors_total")
+        and 'endpoint="predict"' in line
+        and 'mode="canary"' in line
+        and float(line.rsplit(" ", 1)[1]) >= len(slow_ids)
+        for line in text.splitlines()
+    ), text
+
+
+def test_a_mixed_predict_request_is_answered_in_order_by_the_model_each_record_hashes_to(
+    servers: tuple[Server, Server],
+    challenger: dict[str, str],
+    router_file: Path,
+    trained_project: Path,
+    record: dict[str, Any],
+) -> None:
+    champ, chall = servers
+    # records that differ, so the champion's answers differ from one to the next
+    records = [{**record, "requested_amount": 1000 + 1500 * i} for i in range(40)]
+    ids = [f"m-{uuid.uuid4().hex[:12]}" for _ in records]
+    route(router_file, chall.url, challenger["model_tag"], "off", 0)
+    alone = httpx.post(
+        champ.url + "/predict",
+        json={
+            "records": [
+                {**r, "request_id": f"{rid}-off"} for r, rid in zip(records, ids, strict=True)
+            ]
+        },
+        timeout=30,
+    ).json()
+    champion_tag = alone[0]["model_tag"]
+    assert len({a["probabilities"][next(iter(a["probabilities"]))] for a in alone}) > 5
+
+    route(router_file, chall.url, challenger["model_tag"], "canary", 50)
+    # a caller's id on even records, none on odd ones (the service makes theirs)
+    sent = [
+        {**r, "request_id": rid} if i % 2 == 0 else r
+        for i, (r, rid) in enumerate(zip(records, ids, strict=True))
+    ]
+    resp = httpx.post(champ.url + "/predict", json={"records": sent}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    answers = resp.json()
+    assert len(answers) == len(records)
+    got = [a["request_id"] for a in answers]
+    assert got[::2] == ids[::2]  # the caller's ids survive, in the request's order
+    assert len(set(got)) == len(got) and all(got[1::2])  # the service's: new and unique
+    for i, a in enumerate(answers):
+        assert a["error"] is None, a
+        expected = challenger["model_tag"] if bucket(None, a["request_id"]) < 50 else champion_tag
+        assert a["model_tag"] == expected, (i, a)
+        if expected == champion_tag:  # the champion's answer for this very record
+            assert a["probabilities"] == alone[i]["probabilities"], (i, a, alone[i])
+    tags = [a["model_tag"] for a in answers]
+    assert 5 < tags.count(challenger["model_tag"]) < 35, tags
+    # each model logged the records it answered, once
+    df = logged(load_settings(trained_project).monitoring_path, set(got), tags=1)
+    by_tag = df.groupby("model_tag")["request_id"].apply(set).to_dict()
+    assert by_tag == {
+        champion_tag: {rid for rid, t in zip(got, tags, strict=True) if t == champion_tag},
+        challenger["model_tag"]: {
+            rid for rid, t in zip(got, tags, strict=True) if t != champion_tag
+        },
+    }
+    assert len(df) == len(got)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"{not json", "validation error"),
+        (b'{"records": []}', "at least 1 item"),
+        (b'{"records": [{"requested_amount": "lots"}]}', "validation error"),
+    ],
+)
+def test_a_bad_predict_body_in_canary_gets_bentomls_400(
+    servers: tuple[Server, Server],
+    challenger: dict[str, str],
+    router_file: Path,
+    body: bytes,
+    says: str,
+) -> None:
+    champ, chall = servers
+    if json.loads(router_file.read_text()).get("weight") != 50:
+        route(router_file, chall.url, challenger["model_tag"], "canary", 50)
+    resp = httpx.post(
+        champ.url + "/predict",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert resp.status_code == 400, resp.text
+    assert says in resp.text, resp.text

@@ -40,10 +40,13 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from crispops.serving.schemas import REQUEST_ID
 
 log = logging.getLogger("crispops.serving.router")
 
@@ -272,3 +275,20 @@ class Challenger:
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+# -- records and their ids ------------------------------------------------------------
+def request_ids(rows: list[dict[str, Any]]) -> list[str]:
+    """Each record's request id (the caller's, else a new one), taken out of the row."""
+    return [r.pop(REQUEST_ID, None) or uuid.uuid4().hex for r in rows]
+
+
+def unrouted(out: list[Any], chosen: list[int]) -> list[int]:
+    """The indices of ``out`` that are not in ``chosen`` (the champion's records)."""
+    skip = set(chosen)
+    return [i for i in range(len(out)) if i not in skip]
+
+
+def with_ids(rows: list[dict[str, Any]], ids: list[str], idx: list[int]) -> list[dict[str, Any]]:
+    """The records at ``idx`` as sent on, each carrying its request id."""
+    return [{**rows[i], REQUEST_ID: ids[i]} for i in idx]

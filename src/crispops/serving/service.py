@@ -15,7 +15,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,11 +29,20 @@ from crispops.config import MonitoringSettings, ServingSettings, monitoring_runt
 from crispops.contract import FeatureContract
 from crispops.monitoring.log import Deferred, PredictionLog, make_sink
 from crispops.monitoring.store import FeedbackRecord, PredictionRecord, Sink, SinkError
+from crispops.serving.canary import CanaryFront, Live
 from crispops.serving.fastpath import FastPipeline
 from crispops.serving.packaging import MODEL_FILE
-from crispops.serving.router import Challenger, ChallengerError, ConfigFile, bucket, config_path
+from crispops.serving.router import (
+    Challenger,
+    ChallengerError,
+    ConfigFile,
+    bucket,
+    config_path,
+    request_ids,
+    unrouted,
+    with_ids,
+)
 from crispops.serving.schemas import (
-    REQUEST_ID,
     FeedbackAnswer,
     FeedbackError,
     FeedbackIn,
@@ -315,11 +323,6 @@ def _finite(v: Any) -> Any:
     return v
 
 
-def _request_ids(rows: list[dict[str, Any]]) -> list[str]:
-    """Each record's request id (the caller's, else a new one), taken out of the row."""
-    return [r.pop(REQUEST_ID, None) or uuid.uuid4().hex for r in rows]
-
-
 class _Feedback:
     """Labels in: checked against the model's task and the prediction log, then stored
     through a sink of their own (the writer thread keeps its own connection)."""
@@ -425,10 +428,18 @@ class _Router:
         has answered, else from the settings."""
         return self.learned_tag or cfg.model_tag(self.predictor.model_tag) or "challenger"
 
-    def plan(self, endpoint: str, rows: list[dict[str, Any]], ids: list[str]) -> Any:
-        """(settings, indices of the records the challenger gets), or None: all champion."""
+    def canary_on(self) -> bool:
+        """Whether a canary sends the challenger any records now (weight above 0)."""
         cfg = self.routes.current()
-        if not cfg.active:
+        return cfg.mode == "canary" and cfg.weight > 0 and cfg.active
+
+    def plan(
+        self, endpoint: str, rows: list[dict[str, Any]], ids: list[str], canary: bool = True
+    ) -> Any:
+        """(settings, indices of the records the challenger gets), or None: all champion.
+        With ``canary`` False a canary is not this caller's to route (None)."""
+        cfg = self.routes.current()
+        if not cfg.active or (not canary and cfg.mode == "canary"):
             return None
         if cfg is not self._seen:  # new settings (perhaps another challenger): learn again
             self._seen, self.learned_tag = cfg, None
@@ -443,7 +454,7 @@ class _Router:
     def send(
         self, endpoint: str, cfg: Any, rows: list[dict[str, Any]], ids: list[str], chosen: list[int]
     ) -> Any:
-        body = [{**rows[i], REQUEST_ID: ids[i]} for i in chosen]
+        body = with_ids(rows, ids, chosen)
         return self.challenger().call(f"{cfg.challenger_url}/{endpoint}", body, cfg.timeout_s)
 
     def mirror(
@@ -451,7 +462,7 @@ class _Router:
     ) -> None:
         """Shadow: the challenger scores the chosen records off the request path (it logs
         them itself); a failure is logged here as its error records."""
-        body = [{**rows[i], REQUEST_ID: ids[i]} for i in chosen]
+        body = with_ids(rows, ids, chosen)
         started = time.perf_counter()
 
         def done(answers: list[dict[str, Any]] | None, exc: Exception | None) -> None:
@@ -470,17 +481,22 @@ class _Router:
                 self.learned_tag = str(a["model_tag"])
                 return
 
-    def receive(
-        self, answers: list[dict[str, Any]], out: list[Prediction], chosen: list[int]
-    ) -> str:
-        """The challenger's answers in place of the champion's; its model tag."""
+    def accept(self, answers: list[dict[str, Any]]) -> list[Prediction]:
+        """The challenger's answers, parsed (ChallengerError when they do not)."""
         try:
             preds = [Prediction.model_validate(a) for a in answers]
         except ValueError as exc:
             raise ChallengerError(f"the challenger's answer does not parse ({exc})") from None
+        self.learn(answers)
+        return preds
+
+    def receive(
+        self, answers: list[dict[str, Any]], out: list[Prediction], chosen: list[int]
+    ) -> str:
+        """The challenger's answers in place of the champion's; its model tag."""
+        preds = self.accept(answers)
         for i, pred in zip(chosen, preds, strict=True):
             out[i] = pred
-        self.learn(answers)
         return preds[0].model_tag if preds else self.learned_tag or ""
 
     def failed(
@@ -522,11 +538,6 @@ class _Router:
     def close(self) -> None:
         if self._challenger is not None:
             self._challenger.close()
-
-
-def _unrouted(out: list[Prediction], chosen: list[int]) -> list[int]:
-    skip = set(chosen)
-    return [i for i in range(len(out)) if i not in skip]
 
 
 def make_service(model_tag: str, bento_tag: str | None = None) -> type:
@@ -589,6 +600,8 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         labelnames=["outcome"],
     )
 
+    live = Live()  # the worker's service instance, once BentoML has made it
+
     @bentoml.service(
         name="crispops_model",
         workers=runtime.workers,
@@ -626,6 +639,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                     "shadow_dropped": shadow_dropped,
                 },
             )
+            live.model = self  # for CanaryFront, in front of this worker's batcher
 
         @bentoml.on_shutdown
         def flush_prediction_log(self) -> None:
@@ -644,9 +658,10 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             """Score records that carry every feature and request-time field."""
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
-            ids = _request_ids(rows)
-            plan = self.router.plan("predict", rows, ids)
-            pending = self.canary("predict", plan, rows, ids)
+            ids = request_ids(rows)
+            # a canary's records were routed before the batcher (CanaryFront): a batch
+            # never waits on the challenger's HTTP answer; here only shadow mirrors
+            plan = self.router.plan("predict", rows, ids, canary=False)
             out = _guarded(self.predictor.predict_rows, rows)
             elapsed = time.perf_counter() - started
             for p, rid in zip(out, ids, strict=True):
@@ -659,13 +674,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                     len(out)
                 )
                 return out
-            answers, exc = None, None
-            if pending is not None:
-                try:
-                    answers = pending.result(timeout=plan[0].timeout_s + 1.0)
-                except Exception as e:  # whatever the challenger did, the champion answers
-                    exc = e
-            return self.settle("predict", plan, rows, rows, ids, out, started, answers, exc)
+            return self.settle("predict", plan, rows, rows, ids, out, started, None, None)
 
         @bentoml.api
         async def predict_entity(self, records: EntityRecords) -> list[Prediction]:
@@ -675,7 +684,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             await asyncio.sleep(0)
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
-            ids = _request_ids(rows)
+            ids = request_ids(rows)
             plan = self.router.plan("predict_entity", rows, ids)
             pending = self.canary("predict_entity", plan, rows, ids)
             used: list[dict[str, Any]] = []
@@ -734,9 +743,8 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                 if exc is None and answers is not None:
                     try:
                         tag = self.router.receive(answers, out, chosen)
-                        mine = _unrouted(out, chosen)
-                        latency.labels(endpoint=endpoint, model_tag=tag).observe(elapsed)
-                        self.count(endpoint, [out[i] for i in chosen])
+                        mine = unrouted(out, chosen)
+                        self.answered(endpoint, tag, [out[i] for i in chosen], elapsed)
                     except ChallengerError as e:
                         exc = e
                 if exc is not None:  # the champion's answers stand in
@@ -755,6 +763,13 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                 latency.labels(endpoint=endpoint, model_tag=model_tag).observe(elapsed)
                 self.count(endpoint, [out[i] for i in mine])
             return out
+
+        def answered(
+            self, endpoint: str, tag: str, preds: list[Prediction], elapsed: float
+        ) -> None:
+            """The challenger's answers (canary), timed and counted under its tag."""
+            latency.labels(endpoint=endpoint, model_tag=tag).observe(elapsed)
+            self.count(endpoint, preds)
 
         def count(self, endpoint: str, out: list[Prediction]) -> None:
             # one increment per (outcome, model) of the batch, not one per record: each
@@ -784,6 +799,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
         name="crispops_shed_requests", documentation="Requests answered 503 to shed load"
     )
     service.add_asgi_middleware(_LoadShedder, limit=runtime.max_concurrency, shed=shed)
+    service.add_asgi_middleware(CanaryFront, live=live, request=service.apis["predict"].input_spec)
     # BentoML derives a list response's media type from its JSON schema, rebuilt on every
     # request (a third of the CPU time under load); the answer is always JSON.
     for api in service.apis.values():

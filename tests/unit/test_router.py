@@ -111,7 +111,7 @@ def test_challenger_unreachable_is_an_error_fast_and_a_mirror_reports_it() -> No
     try:
         url = f"http://127.0.0.1:{free_port()}/predict"
         started = time.monotonic()
-        with pytest.raises(ChallengerError, match="(?i)cannot connect"):
+        with pytest.raises(ChallengerError, match=r"(?i)cannot connect"):
             ch.call(url, [{"x": 1}], timeout=0.5).result(timeout=5)
         assert time.monotonic() - started < 2
         seen: list[object] = []

@@ -66,3 +66,19 @@ def test_predictor_feeds_the_fast_path_in_its_own_column_order(tmp_path: Path) -
     slow = np.array([list(p.probabilities.values()) for p in predictor.predict_rows(rows)])
     np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-6)  # answers round to 6 places
     np.testing.assert_array_equal(fast, slow)
+
+
+def test_the_worker_freezes_what_it_loaded_and_collects_less_often() -> None:
+    import gc
+
+    from crispops.serving.service import GC_THRESHOLDS, tune_gc
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+        assert gc.get_freeze_count() > frozen  # every object alive now is out of the sweeps
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

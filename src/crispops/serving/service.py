@@ -11,6 +11,7 @@ module is two lines that call it with the champion's tag.
 
 import asyncio
 import functools
+import gc
 import logging
 import math
 import threading
@@ -540,6 +541,24 @@ class _Router:
             self._challenger.close()
 
 
+#: The worker's collector thresholds: a young collection every 20,000 allocations (not
+#: 700), an older one every 50 of those, a full one considered every 100 of those.
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Freeze what the worker has loaded (the model, scikit-learn, pandas, Feast,
+    BentoML: some 320,000 objects) out of the collector's sweeps, and collect less
+    often. With the defaults a young collection ran every few milliseconds under load,
+    promoting the objects of the requests in flight, and full collections walked the
+    whole heap (25-45 per minute, 180 ms each): a quarter of the worker's CPU. Measured
+    with the log on, 4 interleaved rounds at 16 connections: 483 against 664 us of CPU
+    per answer, p99 16.4 against 22.7 ms."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     """Build the BentoML service class for one pinned model tag."""
     runtime = serving_runtime()
@@ -640,6 +659,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
                 },
             )
             live.model = self  # for CanaryFront, in front of this worker's batcher
+            tune_gc()  # last: what the worker loaded stays out of the collector's sweeps
 
         @bentoml.on_shutdown
         def flush_prediction_log(self) -> None:

@@ -549,11 +549,12 @@ GC_THRESHOLDS = (20_000, 50, 100)
 def tune_gc() -> None:
     """Freeze what the worker has loaded (the model, scikit-learn, pandas, Feast,
     BentoML: some 320,000 objects) out of the collector's sweeps, and collect less
-    often. With the defaults a young collection ran every few milliseconds under load,
-    promoting the objects of the requests in flight, and full collections walked the
-    whole heap (25-45 per minute, 180 ms each): a quarter of the worker's CPU. Measured
-    with the log on, 4 interleaved rounds at 16 connections: 483 against 664 us of CPU
-    per answer, p99 16.4 against 22.7 ms."""
+    often. With the defaults, under load, a young collection ran every few milliseconds
+    and promoted what the requests in flight and the prediction log's queue held; full
+    collections then walked the whole heap 25-45 times a minute, 180 ms each.
+    Measured at 16 connections, log on, interleaved rounds on one machine: 483 against
+    664 us of CPU per answer (4 rounds) and 617 against 712 (2 rounds), p99 16 against
+    23 ms and 22 against 48; with the log off it changed nothing (536 against 535)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

@@ -1196,7 +1196,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--log-rounds",
         type=int,
-        default=3,
+        default=6,  # 3 left the figures swinging past the targets both ways
         help="rounds of interleaved log on/off runs; each figure is their median",
     )
     p.add_argument(
@@ -1210,7 +1210,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="measure only /predict through the router: off, canary 0%%, canary 10%%",
     )
     p.add_argument(
-        "--router-rounds", type=int, default=3, help="interleaved rounds of the router's figures"
+        "--router-rounds", type=int, default=6, help="interleaved rounds of the router's figures"
     )
     p.add_argument(
         "--crispops",

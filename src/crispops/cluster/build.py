@@ -233,23 +233,24 @@ def build_wheelhouse(
     wheelhouse, extras = build / "wheelhouse", build / "wheelhouse-spark"
     shutil.rmtree(build / "lib", ignore_errors=True)  # setuptools' scratch
     base_id = _image_id(engine, base_image) or base_image
-    if not _fresh(wheelhouse, _stamp(source, base_id, "")):
+    stamp = _stamp(source, base_id, "")
+    if not _fresh(wheelhouse, stamp):
         _wheels(engine, source, base_image, wheelhouse, [], log=log)
-        _seal(wheelhouse, _stamp(source, base_id, ""))
+        _seal(wheelhouse, stamp)
     else:
         log("wheelhouse: third-party wheels unchanged; the crispops wheel made again")
         for old in wheelhouse.glob("crispops-*.whl"):
             old.unlink()
-        _own_wheel(source, wheelhouse)
+        _host_wheel(source, ["--no-deps", "--wheel-dir", str(wheelhouse), "."], "pip wheel", 600)
     if not spark:
         extras.mkdir(parents=True, exist_ok=True)  # the Dockerfile's spark stage copies it
-    elif not _fresh(extras, _stamp(source, base_id, "[spark]")):
+    elif not _fresh(extras, spark_stamp := _stamp(source, base_id, "[spark]")):
         _wheels(engine, source, base_image, extras, [wheelhouse], extra="[spark]", log=log)
         have = {w.name for w in wheelhouse.iterdir()}
         for wheel in list(extras.iterdir()):
             if wheel.name in have:
                 wheel.unlink()
-        _seal(extras, _stamp(source, base_id, "[spark]"))
+        _seal(extras, spark_stamp)
     return wheelhouse
 
 
@@ -275,12 +276,14 @@ def _seal(folder: Path, stamp: str) -> None:
     (folder / STAMP).write_text(stamp + "\n")
 
 
-def _own_wheel(source: Path, into: Path) -> None:
+def _host_wheel(source: Path, args: list[str], what: str, timeout: float) -> None:
+    """``pip wheel -c constraints.txt ARGS`` on the host, in the source checkout, with
+    fixed zip timestamps (an unchanged source gives the same wheel)."""
     _run(
-        [*PIP_WHEEL, "--no-deps", "--wheel-dir", str(into), "."],
+        [*PIP_WHEEL, *args],
         cwd=source,
-        what="pip wheel (crispops)",
-        timeout=600,
+        what=what,
+        timeout=timeout,
         extra_env={"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
 
@@ -302,13 +305,7 @@ def _wheels(
     into.mkdir(parents=True)
     links = [a for d in also for a in ("--find-links", str(d))]
     log(f"wheelhouse{extra}: pip wheel -c constraints.txt (host)")
-    _run(
-        [*PIP_WHEEL, *links, "--wheel-dir", str(into), f".{extra}", "uv"],
-        cwd=source,
-        what="pip wheel",
-        timeout=1800,
-        extra_env={"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
+    _host_wheel(source, [*links, "--wheel-dir", str(into), f".{extra}", "uv"], "pip wheel", 1800)
     wheels = sorted(into.glob("crispops-*.whl"))
     if not wheels:
         raise ContainerError(f"pip wheel wrote no crispops wheel into {into}")

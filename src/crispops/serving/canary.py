@@ -190,16 +190,19 @@ def _request(
     """(scope, receive) of a /predict request for the records at ``idx``, each with its
     request id."""
     body = json.dumps({"records": with_ids(rows, ids, idx)}).encode()
-    headers = [(k, v) for k, v in scope["headers"] if k not in _BODY_HEADERS]
-    headers.append((b"content-length", str(len(body)).encode()))
-    return {**scope, "headers": headers}, _replay(body, receive)
+    return {**scope, "headers": _sized(scope["headers"], body)}, _replay(body, receive)
 
 
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
 
 
-async def _respond(send: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    kept = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+def _sized(headers: Any, body: bytes) -> list[tuple[bytes, bytes]]:
+    """``headers`` without their body framing, with ``body``'s content-length."""
+    kept = [(k, v) for k, v in headers if k.lower() not in _BODY_HEADERS]
     kept.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": 200, "headers": kept})
+    return kept
+
+
+async def _respond(send: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": _sized(headers, body)})
     await send({"type": "http.response.body", "body": body})

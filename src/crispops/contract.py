@@ -214,9 +214,11 @@ def feature_store(settings: Settings) -> FeatureStore:
 
     from feast import FeatureStore
 
+    from crispops.feast_registry import atomic_registry_writes
     from crispops.spark import use_this_python
 
     use_this_python()
+    atomic_registry_writes()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return FeatureStore(repo_path=str(settings.repo_path))

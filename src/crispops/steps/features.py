@@ -59,9 +59,11 @@ def repo_cwd(repo_path: Path) -> Iterator[None]:
 def _store(repo_path: Path, config_file: str | None = None) -> FeatureStore:
     from feast import FeatureStore
 
+    from crispops.feast_registry import atomic_registry_writes
     from crispops.spark import use_this_python
 
     use_this_python()
+    atomic_registry_writes()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if config_file:
@@ -82,9 +84,11 @@ def apply(repo_path: Path, config_file: str | None = None) -> ApplyResult:
     from feast.repo_config import load_repo_config
     from feast.repo_operations import apply_total
 
+    from crispops.feast_registry import atomic_registry_writes
     from crispops.spark import use_this_python
 
     use_this_python()  # apply may start the Spark session (to validate SparkSources)
+    atomic_registry_writes()
     repo_path = repo_path.resolve()
     yaml_path = repo_path / (config_file or "feature_store.yaml")
     if not yaml_path.is_file():

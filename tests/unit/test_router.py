@@ -3,14 +3,19 @@ and the challenger's client against a port nothing listens on."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from crispops.serving.router import (
+    MAX_SHADOW_QUEUED,
+    MIRROR_BATCH,
     Challenger,
     ChallengerError,
     ConfigFile,
@@ -122,6 +127,66 @@ def test_challenger_unreachable_is_an_error_fast_and_a_mirror_reports_it() -> No
             time.sleep(0.01)
         assert len(seen) == 1 and isinstance(seen[0], ChallengerError)
         assert ch.shadow_in_flight == 0
+    finally:
+        ch.close()
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """A challenger that answers each record with its own x, and counts its POSTs."""
+
+    posts: ClassVar[list[int]] = []
+
+    def do_POST(self) -> None:  # http.server's name
+        records = json.loads(self.rfile.read(int(self.headers["content-length"])))["records"]
+        _Echo.posts.append(len(records))
+        body = json.dumps([{"prediction": r["x"]} for r in records]).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_mirrors_go_together_and_each_gets_its_own_answers() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Echo.posts = []
+    ch = Challenger()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        got: dict[int, list[object]] = {}
+        n = 300
+        for i in range(n):  # mirrors of 1 or 2 records, as fast as requests could come
+            recs = [{"x": i}] * (1 + i % 2)
+            assert ch.mirror(url, recs, 2.0, lambda a, e, i=i: got.__setitem__(i, a or [e]))
+        ch.drain(10)
+        assert ch.shadow_in_flight == 0
+        deadline = time.monotonic() + 5
+        while len(got) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(got[i] == [{"prediction": i}] * (1 + i % 2) for i in range(n))
+        total = sum(1 + i % 2 for i in range(n))
+        assert sum(_Echo.posts) == total
+        assert len(_Echo.posts) < n / 4  # batched: far fewer calls than mirrors
+        assert max(_Echo.posts) <= MIRROR_BATCH
+    finally:
+        ch.close()
+        server.shutdown()
+
+
+def test_a_full_mirror_queue_drops_instead_of_waiting() -> None:
+    ch = Challenger()
+    try:
+        url = f"http://127.0.0.1:{free_port()}/predict"  # nothing answers: all stay queued
+        big = [{"x": 1}] * MAX_SHADOW_QUEUED
+        assert ch.mirror(url, big, 0.5, lambda a, e: None)
+        assert not ch.mirror(url, [{"x": 2}], 0.5, lambda a, e: None)  # dropped, at once
+        ch.drain(5)
+        assert ch.shadow_in_flight == 0
+        assert ch.mirror(url, [{"x": 3}], 0.5, lambda a, e: None)  # room again
     finally:
         ch.close()
 

@@ -33,6 +33,7 @@ Nothing here imports BentoML.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import hashlib
@@ -56,8 +57,17 @@ DEFAULT_CONFIG = Path("/etc/crispops/rollout/rollout.json")
 MODES = ("off", "shadow", "canary")
 #: Least seconds between two looks at the settings file's mtime.
 CHECK_EVERY_S = 1.0
-#: Challenger calls in flight per worker for shadow scoring; beyond it a mirror is dropped.
+#: Challenger calls in flight per worker (the client's connection limit is twice it).
 MAX_SHADOW_IN_FLIGHT = 64
+#: Shadow mirrors are sent together: every MIRROR_EVERY_S the records mirrored since go
+#: to the challenger in one POST (at most MIRROR_BATCH records each), so a request pays
+#: a deque append, not a call. With one call per request, shadow cost the champion's
+#: worker 14% (16 connections) and 23% (1) more CPU per request here; batched, 10%
+#: and 16% (`python -m bench serving --router-only`).
+MIRROR_EVERY_S = 0.02
+MIRROR_BATCH = 256
+#: Records mirrored and not yet answered, per worker; beyond it a mirror is dropped.
+MAX_SHADOW_QUEUED = 4096
 
 
 class RouterConfigError(ValueError):
@@ -182,6 +192,15 @@ class ChallengerError(RuntimeError):
     """A call to the challenger failed (unreachable, slow, an error status, a bad body)."""
 
 
+#: A queued shadow mirror: (url, timeout, records, on_done).
+_Mirror = tuple[
+    str,
+    float,
+    list[Mapping[str, Any]],
+    Callable[[list[dict[str, Any]] | None, Exception | None], None],
+]
+
+
 class Challenger:
     """Calls to the challenger's service on an event loop of this worker's own."""
 
@@ -192,9 +211,11 @@ class Challenger:
         )
         self._thread.start()
         self._client: Any = None
-        self.shadow_in_flight = 0
+        self.shadow_in_flight = 0  # records mirrored, not yet answered
         self._count = threading.Lock()
-        self._tasks: set[concurrent.futures.Future[Any]] = set()
+        self._mirrors: collections.deque[_Mirror] = collections.deque()
+        self._flusher: concurrent.futures.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _http(self) -> Any:
         """aiohttp's client (BentoML's own dependency): httpx's pool checked every idle
@@ -245,35 +266,68 @@ class Challenger:
         timeout: float,
         on_done: Callable[[list[dict[str, Any]] | None, Exception | None], None],
     ) -> bool:
-        """Shadow: send ``records`` and return at once; ``on_done`` runs on the router's
-        thread with the answers or the error. False (nothing sent) when too many mirrors
-        are in flight already."""
+        """Shadow: queue ``records`` for the next batch and return at once; ``on_done``
+        runs on the router's thread with their answers or the batch's error. False
+        (nothing queued) when MAX_SHADOW_QUEUED records wait already."""
+        n = len(records)
         with self._count:
-            if self.shadow_in_flight >= MAX_SHADOW_IN_FLIGHT:
+            if self.shadow_in_flight + n > MAX_SHADOW_QUEUED:
                 return False
-            self.shadow_in_flight += 1
-        fut = self.call(url, records, timeout)
-        self._tasks.add(fut)
+            self.shadow_in_flight += n
+            self._mirrors.append((url, timeout, list(records), on_done))
+            if self._flusher is None:  # the first mirror starts the batches
+                self._flusher = asyncio.run_coroutine_threadsafe(self._every(), self._loop)
+        return True
 
-        def done(f: concurrent.futures.Future[list[dict[str, Any]]]) -> None:
-            with self._count:
-                self.shadow_in_flight -= 1
-            self._tasks.discard(f)
+    async def _every(self) -> None:
+        while True:
+            await asyncio.sleep(MIRROR_EVERY_S)
+            self._flush()
+
+    def _flush(self) -> None:
+        """On the router's loop: the queued mirrors, in POSTs of whole mirrors."""
+        batches: dict[tuple[str, float], list[list[_Mirror]]] = {}
+        while self._mirrors:
+            m = self._mirrors.popleft()
+            chunks = batches.setdefault((m[0], m[1]), [[]])
+            if chunks[-1] and sum(len(x[2]) for x in chunks[-1]) + len(m[2]) > MIRROR_BATCH:
+                chunks.append([])
+            chunks[-1].append(m)
+        for (url, timeout), chunks in batches.items():
+            for chunk in chunks:
+                task = self._loop.create_task(self._send(url, timeout, chunk))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, url: str, timeout: float, chunk: list[_Mirror]) -> None:
+        records = [r for m in chunk for r in m[2]]
+        answers: list[dict[str, Any]] | None = None
+        error: Exception | None = None
+        try:
+            answers = await self._post(url, {"records": records}, timeout)
+        except Exception as exc:  # ChallengerError, or anything the client raised
+            error = exc
+        with self._count:
+            self.shadow_in_flight -= len(records)
+        at = 0
+        for m in chunk:
+            part = None if answers is None else answers[at : at + len(m[2])]
+            at += len(m[2])
             try:
-                exc = f.exception()
-                on_done(None if exc else f.result(), exc if isinstance(exc, Exception) else None)
+                m[3](part, error)
             except Exception:  # a callback must never take the router's thread down
                 log.exception("router: shadow callback failed")
 
-        fut.add_done_callback(done)
-        return True
-
     def drain(self, timeout: float = 5.0) -> None:
-        """Wait for the mirrors in flight (a graceful stop)."""
-        concurrent.futures.wait(list(self._tasks), timeout=timeout)
+        """Wait for the mirrors queued and in flight (a graceful stop)."""
+        deadline = time.monotonic() + timeout
+        while self.shadow_in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def close(self) -> None:
         self.drain()
+        if self._flusher is not None:
+            self._flusher.cancel()
 
         async def shut() -> None:
             if self._client is not None:

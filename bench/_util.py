@@ -106,6 +106,16 @@ def hey_binary() -> str:
     return path
 
 
+def pinned(cpus: str | None) -> list[str]:
+    """The argv prefix that runs a command on the cores ``cpus`` (taskset's list)."""
+    if not cpus:
+        return []
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise FileNotFoundError("`taskset` is not installed (Debian: util-linux)")
+    return [taskset, "--cpu-list", cpus]
+
+
 def _busy_seconds() -> float:
     import psutil
 
@@ -144,13 +154,16 @@ def run_hey(
     duration_s: float,
     timeout_s: float = 10.0,
     server: Server | None = None,
+    cpus: str | None = None,
 ) -> LoadResult:
     """POST ``body`` to ``url`` from ``concurrency`` connections for ``duration_s`` seconds.
 
     With ``server``, also account the CPU time of the run: the server's, hey's, and
-    the rest of the machine's (other processes: noise in the figures).
+    the rest of the machine's (other processes: noise in the figures). With ``cpus``
+    (taskset's list, "1"), hey runs on those cores only.
     """
     argv = [
+        *pinned(cpus),
         hey_binary(),
         "-z",
         f"{duration_s:g}s",

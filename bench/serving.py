@@ -49,19 +49,21 @@ What the rows mean:
    user + system time): the log's cost in work, steadier than req/s when other
    processes share the cores.
 
-7. **the router** (issue 14) - one crispops server built from the working tree (the
-   router is in the service, not in older Bentos' copies) with a challenger server
-   beside it (the same model under its own server), its router settings file
-   rewritten between runs as the cluster's ConfigMap would be: ``off`` (one model:
-   no settings), ``canary 0%`` (every record hashed, none routed: the routing
-   decision alone) and ``canary 10%`` (a tenth of the records, by request id,
-   answered by the challenger over HTTP). Single-record ``/predict`` at 1 and 16
-   connections, the three settings interleaved for ``--router-rounds`` rounds in the
-   same server processes (each round starts at the next setting, so none always
-   follows canary 10%); the median of the rounds' p50s is reported. Target: the
-   routing decision adds at most 5% to p50 against one model. Beside it, the server's
-   CPU time per answered request (its processes' utime+stime over the run, divided
-   by the answers): on a shared machine this moves far less than latency does.
+7. **the router** (issue 14) - two crispops servers built from the working tree (the
+   router is in the service, not in older Bentos' copies) and a challenger server (the
+   same model under its own server). Each router setting - ``canary 0%`` (every record
+   hashed, none routed: the decision alone), ``canary 10%`` (a tenth of the records, by
+   request id, answered by the challenger over HTTP) and ``shadow`` (every record also
+   sent to the challenger after its answer) - is loaded at the same time as one model
+   (``off``, no settings file) on the other server, both servers on the same core
+   (``--router-cpus``: the challenger and hey on the other, as on a cluster where each
+   model has its own pod and the clients are elsewhere), each with its own hey at 1
+   and at 16 connections. Runs taken one after the other could not resolve 5% here:
+   this machine's speed moves by tens of percent within seconds. The two servers swap
+   roles each round; ``--router-rounds`` rounds, and each figure is the median over
+   rounds of the setting's run against the one-model run beside it. Target: the router
+   adds at most 5% to p50 against one model. Beside it, each server's CPU time per
+   answered request (its processes' utime+stime over the run, divided by the answers).
 
 Each HTTP figure comes with the CPU it cost, as a share of both cores: the
 server's, hey's and other processes'. Other processes' share is noise (the
@@ -98,6 +100,7 @@ from bench._util import (
     consoles,
     hey_binary,
     interrupt_on_signals,
+    pinned,
     run_hey,
     time_calls,
     wait_quiet,
@@ -125,8 +128,19 @@ LOG_P50_ADDED_MS = 1.0
 
 # Target (issue 14): what the router's decision may add to /predict's p50.
 ROUTER_P50_ADDED = 0.05
-ROUTER_SETTINGS = ("off", "canary0", "canary10")
-ROUTER_LABELS = {"off": "one model (off)", "canary0": "canary 0%", "canary10": "canary 10%"}
+ROUTER_MODES = {
+    "off": ("off", 0),
+    "canary0": ("canary", 0),
+    "canary10": ("canary", 10),
+    "shadow": ("shadow", 100),
+}
+ROUTER_SETTINGS = tuple(ROUTER_MODES)
+ROUTER_LABELS = {
+    "off": "one model (off)",
+    "canary0": "canary 0%",
+    "canary10": "canary 10%",
+    "shadow": "shadow",
+}
 
 # Targets (issue 4).
 SPEEDUP_VS_DEFAULT_BENTOML = 3.0
@@ -169,6 +183,8 @@ class Results:
     entity_baseline: dict[int, Timing] = field(default_factory=dict)
     entity_record_errors: dict[int, int] = field(default_factory=dict)
     router: dict[str, dict[int, list[LoadResult]]] = field(default_factory=dict)
+    # the one-model runs, each loaded at the same time as the router run of that index
+    router_base: dict[str, dict[int, list[LoadResult]]] = field(default_factory=dict)
     router_inprocess: dict[str, Timing] = field(default_factory=dict)
     log_records: int | None = None  # prediction log records written by the crispops server
     answered: int = 0  # 2xx answers hey counted from the log server (probe, warm-up, runs)
@@ -234,14 +250,16 @@ def crispops_server(
     name: str,
     extra: dict[str, str],
     source: bool = False,
+    cpus: str | None = None,
 ) -> Server:
     """``bentoml serve <bento tag>`` as ``crispops serve`` runs it; with ``source``, the
-    same service built from the working tree (``bench.crispops_source``)."""
+    same service built from the working tree (``bench.crispops_source``); with ``cpus``,
+    the server and its workers on those cores only."""
     from crispops.serving.runtime import serve_argv, serving_env
 
     port = free_port()
     target = "bench.crispops_source:CrispopsModel" if source else champion.bento_tag
-    argv = serve_argv(target, "127.0.0.1", port)
+    argv = [*pinned(cpus), *serve_argv(target, "127.0.0.1", port)]
     env = {**_base_env(), **serving_env(settings), **extra}
     if source:
         env |= {"BENCH_MODEL_TAG": champion.model_tag, "BENCH_BENTO_TAG": champion.bento_tag}
@@ -400,51 +418,92 @@ def measure_router(
     res: Results,
     log: Console,
 ) -> None:
-    """The router off, at canary 0% and at canary 10%, interleaved in the same servers."""
-    from crispops.io import write_json
+    """Each router setting (canary 0%, canary 10%, shadow) against one model (off), the
+    two loaded at the same time: two champion servers on the same core(s), one with the
+    setting and one without, each with its own hey. This machine's speed moves by tens
+    of percent within seconds (the same code's CPU per request went from 604 to 1,079
+    µs between runs), so runs taken one after the other could not resolve 5%; two
+    servers loaded at once share whatever speed the core has. The two swap roles each
+    round, so neither process's own luck (its memory layout, its batcher's history)
+    favours one side."""
     from crispops.serving.router import CHECK_EVERY_S, CONFIG_ENV
 
-    config = tmp / "router.json"
+    mine, theirs = router_cores(args)
     extra = {"CRISPOPS_MONITORING__PATH": str(tmp / "router-log")}
-    chall = crispops_server(settings, champion, tmp, "challenger", extra, source=True)
-    router = crispops_server(
-        settings, champion, tmp, "router", {**extra, CONFIG_ENV: str(config)}, source=True
-    )
-    weights = {"canary0": 0, "canary10": 10}
+    chall = crispops_server(settings, champion, tmp, "challenger", extra, True, theirs)
+    configs = [tmp / "router-a.json", tmp / "router-b.json"]
+    pair = [
+        crispops_server(settings, champion, tmp, name, {**extra, CONFIG_ENV: str(cfg)}, True, mine)
+        for name, cfg in zip(("router-a", "router-b"), configs, strict=True)
+    ]
     measure_decision(champion, body, tmp, args.iterations * 10, res, log)
-    with serving(chall), serving(router):
-        res.ready_s["router"] = time.monotonic() - router.started
-        for name in ROUTER_SETTINGS:
+    with serving(chall), serving(pair[0]), serving(pair[1]):
+        res.ready_s["router"] = time.monotonic() - pair[0].started
+        for server in pair:
+            probe(server, "/predict", body)
+        log.print(f"  router: ready; warming up {args.warmup:g} s")
+        _load_pair(pair, body, max(CONCURRENCY), args.warmup, None)
+        routed = ROUTER_SETTINGS[1:]
+        for name in routed:
             res.router[name] = {c: [] for c in CONCURRENCY}
+            res.router_base[name] = {c: [] for c in CONCURRENCY}
         for r in range(args.router_rounds):
-            order = ROUTER_SETTINGS[r % 3 :] + ROUTER_SETTINGS[: r % 3]
-            for name in order:
-                if name == "off":
-                    config.unlink(missing_ok=True)
-                else:
-                    write_json(
-                        config,
-                        {
-                            "mode": "canary",
-                            "weight": weights[name],
-                            "challenger_url": chall.url,
-                            "challenger_model_tag": champion.model_tag + "-challenger",
-                        },
-                    )
+            on, off = (1, 0) if r % 2 == 0 else (0, 1)
+            configs[off].unlink(missing_ok=True)
+            for name in routed[r % len(routed) :] + routed[: r % len(routed)]:
+                _write_route(configs[on], name, chall.url, champion.model_tag)
                 time.sleep(CHECK_EVERY_S + 0.3)  # the router looks at the file once a second
-                probe(router, "/predict", body)
-                if r == 0 and name == order[0]:
-                    log.print(f"  router: ready; warming up {args.warmup:g} s")
-                    run_hey(router.url + "/predict", body, max(CONCURRENCY), args.warmup)
+                probe(pair[on], "/predict", body)
                 for c in CONCURRENCY:
                     quiet(args, log)
                     log.print(
-                        f"  router round {r + 1}/{args.router_rounds}: {ROUTER_LABELS[name]}, "
-                        f"/predict at {c} connection(s), {args.duration:g} s"
+                        f"  router round {r + 1}/{args.router_rounds}: {ROUTER_LABELS[name]} "
+                        f"beside one model, /predict at {c} connection(s) each, "
+                        f"{args.router_duration:g} s"
                     )
-                    res.router[name][c].append(
-                        run_hey(router.url + "/predict", body, c, args.duration, server=router)
-                    )
+                    got = _load_pair(pair, body, c, args.router_duration, theirs)
+                    res.router[name][c].append(got[on])
+                    res.router_base[name][c].append(got[off])
+
+
+def _write_route(path: Path, name: str, challenger_url: str, model_tag: str) -> None:
+    from crispops.io import write_json
+
+    mode, weight = ROUTER_MODES[name]
+    write_json(
+        path,
+        {
+            "mode": mode,
+            "weight": weight,
+            "challenger_url": challenger_url,
+            "challenger_model_tag": model_tag + "-challenger",
+        },
+    )
+
+
+def _load_pair(
+    servers: list[Server], body: Path, c: int, duration_s: float, cpus: str | None
+) -> list[LoadResult]:
+    """hey on each server at the same time (``c`` connections each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(servers)) as pool:
+        runs = [
+            pool.submit(run_hey, s.url + "/predict", body, c, duration_s, server=s, cpus=cpus)
+            for s in servers
+        ]
+        out = [f.result() for f in runs]
+    for r in out:  # the machine-wide shares cannot be told apart between two heys
+        r.hey_cpu_pct = r.other_cpu_pct = math.nan
+    return out
+
+
+def router_cores(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(the champion's cores, the challenger's and hey's) from ``--router-cpus``."""
+    if args.router_cpus in ("", "none"):
+        return None, None
+    mine, _, theirs = args.router_cpus.partition("/")
+    return mine, theirs
 
 
 def measure_decision(
@@ -497,8 +556,30 @@ def _median(values: list[float]) -> float:
     return clean[mid] if len(clean) % 2 else (clean[mid - 1] + clean[mid]) / 2
 
 
-def router_figure(res: Results, name: str, c: int, metric: str) -> float:
-    runs = res.router.get(name, {}).get(c, [])
+def router_added(res: Results, name: str, c: int, metric: str) -> float:
+    """The median over rounds of (this setting's figure / the one-model run loaded at the
+    same time - 1)."""
+    runs, offs = res.router.get(name, {}).get(c, []), res.router_base.get(name, {}).get(c, [])
+    pairs = zip(runs, offs, strict=False)  # an interrupted run may end mid-round
+    ratios = []
+    for mine, base in pairs:
+        x, y = _figure(mine, metric), _figure(base, metric)
+        if y and not math.isnan(x) and not math.isnan(y):
+            ratios.append(x / y - 1)
+    return _median(ratios)
+
+
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:+.1%}"
+
+
+def router_figure(res: Results, name: str, c: int, metric: str, base: bool = False) -> float:
+    """The median of a setting's runs; with ``base``, of the one-model runs beside them;
+    ``off``: of every one-model run."""
+    if name == "off":
+        runs = [r for by_c in res.router_base.values() for r in by_c.get(c, [])]
+    else:
+        runs = (res.router_base if base else res.router).get(name, {}).get(c, [])
     if metric == "errors":
         return float(sum(r.errors for r in runs))
     return _median([_figure(r, metric) for r in runs])
@@ -876,23 +957,25 @@ def log_table(res: Results) -> Any:
 
 
 def router_table(res: Results) -> Any:
-    """/predict through the router: off (one model), canary 0%, canary 10%."""
+    """/predict through the router: off (one model), canary 0%, canary 10%, shadow."""
     from rich.table import Table
 
-    rounds = len(next(iter(res.router.get("off", {}).values()), []))
+    rounds = len(next(iter(res.router.get("canary0", {}).values()), []))
+    routed = ROUTER_SETTINGS[1:]
     table = Table(
         title=f"The router: single-record POST /predict, median of {rounds} interleaved "
         "rounds (issue 14)",
-        caption="added = against one model (off); canary 10%: a tenth of the requests "
-        "answered by the challenger's server over HTTP",
+        caption="each setting loaded at the same time as a second server with one model "
+        "(off), both on the same core(s); added = the median over rounds of each run against "
+        "the one-model run beside it; canary 10%: a tenth of the requests answered by the "
+        "challenger's server over HTTP; shadow: every request also sent to the challenger "
+        "after its answer",
     )
     table.add_column("figure")
     for name in ROUTER_SETTINGS:
-        table.add_column(
-            ROUTER_LABELS[name], justify="right", style="bold" if name == "canary0" else None
-        )
-    table.add_column("added, 0%", justify="right")
-    table.add_column("added, 10%", justify="right")
+        table.add_column(ROUTER_LABELS[name], justify="right")
+    for name in routed:
+        table.add_column(f"added, {ROUTER_LABELS[name]}", justify="right", style="bold")
     for c in CONCURRENCY:
         for metric, label in (
             ("rps", "req/s"),
@@ -901,26 +984,25 @@ def router_table(res: Results) -> Any:
             ("cpu_us", "server CPU µs/req"),
         ):
             cells = [router_figure(res, n, c, metric) for n in ROUTER_SETTINGS]
-            base = cells[0]
-            added = [
-                f"{(x / base - 1):+.1%}" if base and not math.isnan(base) else "-"
-                for x in cells[1:]
-            ]
+            added = [_pct(router_added(res, n, c, metric)) for n in routed]
             table.add_row(f"{label} @ {c} conn", *[_fmt(metric, x) for x in cells], *added)
         errors = [str(int(router_figure(res, n, c, "errors"))) for n in ROUTER_SETTINGS]
-        table.add_row(f"errors @ {c} conn", *errors, "", "", end_section=True)
+        table.add_row(f"errors @ {c} conn", *errors, *[""] * len(routed), end_section=True)
     ip = res.router_inprocess
     if ip:
         off, zero, pred = ip["off"].p50_ms, ip["canary0"].p50_ms, ip["predict"].p50_ms
+        pad = [""] * (len(ROUTER_SETTINGS) - 2)
         table.add_row(
             "in process: decision µs (median)",
             f"{off * 1000:.2f}",
             f"{zero * 1000:.2f}",
-            "",
+            *pad,
             f"{(zero - off) / pred:+.2%} of predict",
-            "",
+            *[""] * (len(routed) - 1),
         )
-        table.add_row("in process: predict 1 row ms", f"{pred:.3f}", "", "", "", "")
+        table.add_row(
+            "in process: predict 1 row ms", f"{pred:.3f}", *[""] * (len(ROUTER_SETTINGS) * 2 - 2)
+        )
     return table
 
 
@@ -1068,27 +1150,15 @@ def targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
 
 def router_targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
     out: list[tuple[str, str, str, bool | None]] = []
-    if res.router:
+    for name in ROUTER_SETTINGS[1:] if res.router else ():
         for c in CONCURRENCY:
-            base = router_figure(res, "off", c, "p50")
-            mine = router_figure(res, "canary0", c, "p50")
-            added = mine / base - 1 if base and not math.isnan(base) else math.nan
+            added = router_added(res, name, c, "p50")
+            mine = router_figure(res, name, c, "p50")
+            base = router_figure(res, name, c, "p50", base=True)
             out.append(
                 (
-                    f"/predict p50 @ {c} conn added by the router (canary 0%)",
-                    f"{added:+.1%} ({_ms(mine)} vs {_ms(base)} ms)",
-                    f"<= {ROUTER_P50_ADDED:.0%}",
-                    None if math.isnan(added) else added <= ROUTER_P50_ADDED,
-                )
-            )
-        for c in CONCURRENCY:
-            base = router_figure(res, "off", c, "cpu_us")
-            mine = router_figure(res, "canary0", c, "cpu_us")
-            added = mine / base - 1 if base and not math.isnan(base) else math.nan
-            out.append(
-                (
-                    f"server CPU per request @ {c} conn added by the router (canary 0%)",
-                    f"{added:+.1%} ({mine:.0f} vs {base:.0f} µs)",
+                    f"/predict p50 @ {c} conn added by the router ({ROUTER_LABELS[name]})",
+                    f"{_pct(added)} ({_ms(mine)} vs {_ms(base)} ms)",
                     f"<= {ROUTER_P50_ADDED:.0%}",
                     None if math.isnan(added) else added <= ROUTER_P50_ADDED,
                 )
@@ -1155,10 +1225,11 @@ def to_json(res: Results) -> dict[str, Any]:
         for name, runs in res.predict.items()
     }
     data["router_inprocess"] = {k: asdict(v) for k, v in res.router_inprocess.items()}
-    data["router"] = {
-        name: {str(c): [asdict(r) for r in runs] for c, runs in by_c.items()}
-        for name, by_c in res.router.items()
-    }
+    for key, runs_by_name in (("router", res.router), ("router_base", res.router_base)):
+        data[key] = {
+            name: {str(c): [asdict(r) for r in runs] for c, runs in by_c.items()}
+            for name, by_c in runs_by_name.items()
+        }
     data["entity_http"] = {
         str(n): {**asdict(r), "errors": r.errors} for n, r in res.entity_http.items()
     }
@@ -1207,10 +1278,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--router-only",
         action="store_true",
-        help="measure only /predict through the router: off, canary 0%%, canary 10%%",
+        help="measure only /predict through the router: off, canary 0%%, canary 10%%, shadow",
     )
     p.add_argument(
-        "--router-rounds", type=int, default=6, help="interleaved rounds of the router's figures"
+        "--router-rounds",
+        type=int,
+        default=10,
+        help="interleaved rounds of the router's figures; each is read against its round's "
+        "one-model run, and the median of those ratios reported",
+    )
+    p.add_argument(
+        "--router-duration",
+        type=float,
+        default=4.0,
+        help="seconds of load per router figure and round",
+    )
+    p.add_argument(
+        "--router-cpus",
+        default="0/1" if (os.cpu_count() or 1) >= 2 else "none",
+        help="MINE/THEIRS: the champion's server on cores MINE, the challenger's server "
+        "and hey on THEIRS (taskset lists), as on a cluster where each model has its own "
+        "pod and the clients are elsewhere; 'none' to share all cores (default: %(default)s)",
     )
     p.add_argument(
         "--crispops",
@@ -1231,6 +1319,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0:
         p.error("--duration must be positive and --warmup not negative")
+    if args.router_duration <= 0 or args.router_rounds < 1:
+        p.error("--router-duration must be positive and --router-rounds at least 1")
+    if args.router_cpus not in ("", "none"):
+        mine, slash, theirs = args.router_cpus.partition("/")
+        if not (slash and mine and theirs):
+            p.error(f"--router-cpus {args.router_cpus!r}: expected MINE/THEIRS, as 0/1, or none")
     return args
 
 
@@ -1268,7 +1362,7 @@ def run(args: argparse.Namespace, tmp: Path, log: Console) -> Results:
     body = write_body(tmp / "predict-1.json", [record])
 
     if args.router_only:
-        log.print("/predict through the router (off, canary 0%, canary 10%)")
+        log.print("/predict through the router (off, canary 0%, canary 10%, shadow)")
         measure_router(settings, champion, body, tmp, args, res, log)
         res.notes.append("--router-only: the other rows skipped")
         return res
@@ -1294,7 +1388,7 @@ def run(args: argparse.Namespace, tmp: Path, log: Console) -> Results:
     measure_predict(bentoml_default_server(model_file, tmp, args), body, args, res, log)
     measure_predict(fastapi_server(model_file, tmp, args), body, args, res, log)
 
-    log.print("/predict through the router (off, canary 0%, canary 10%)")
+    log.print("/predict through the router (off, canary 0%, canary 10%, shadow)")
     measure_router(settings, champion, body, tmp, args, res, log)
 
     if args.no_redis:

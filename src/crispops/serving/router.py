@@ -57,7 +57,7 @@ DEFAULT_CONFIG = Path("/etc/crispops/rollout/rollout.json")
 MODES = ("off", "shadow", "canary")
 #: Least seconds between two looks at the settings file's mtime.
 CHECK_EVERY_S = 1.0
-#: Challenger calls in flight per worker (the client's connection limit is twice it).
+#: Sizes the router's HTTP client per worker: it keeps at most twice this many connections.
 MAX_SHADOW_IN_FLIGHT = 64
 #: Shadow mirrors are sent together: every MIRROR_EVERY_S the records mirrored since go
 #: to the challenger in one POST (at most MIRROR_BATCH records each), so a request pays

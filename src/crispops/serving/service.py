@@ -612,7 +612,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     )
     shadow_dropped = bentoml.metrics.Counter(
         name="crispops_shadow_dropped",
-        documentation="Records not mirrored to the challenger (too many mirrors in flight)",
+        documentation="Records not mirrored to the challenger (too many waiting already)",
     )
     labels_stored = bentoml.metrics.Counter(
         name="crispops_feedback_labels",

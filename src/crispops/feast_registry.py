@@ -13,8 +13,8 @@ then renamed over it, so a reader sees the old registry or the new one.
 
 from __future__ import annotations
 
-import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 _PATCHED = "_crispops_atomic"
@@ -30,26 +30,20 @@ def atomic_registry_writes() -> None:
 
 
 def _write_registry(self: Any, registry_proto: Any) -> None:
-    """FileRegistryStore._write_registry, through a temporary file and a rename."""
+    """FileRegistryStore._write_registry, through crispops' atomic write (a temporary
+    file beside it, flushed, then renamed over it)."""
     from feast.utils import _utc_now
+
+    from crispops.io import atomic_write
 
     registry_proto.version_id = str(uuid.uuid4())
     registry_proto.last_updated.FromDatetime(_utc_now())
-    path = self._filepath
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, mode="wb", buffering=0) as f:
-            f.write(registry_proto.SerializeToString())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash of the machine
-    finally:
-        os.close(dir_fd)
+    data = registry_proto.SerializeToString()  # before the file is touched at all
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    atomic_write(self._filepath, write)
 
 
 setattr(_write_registry, _PATCHED, True)

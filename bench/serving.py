@@ -442,7 +442,7 @@ def measure_router(
         for server in pair:
             probe(server, "/predict", body)
         log.print(f"  router: ready; warming up {args.warmup:g} s")
-        _load_pair(pair, body, max(CONCURRENCY), args.warmup, None)
+        _load_pair(pair, body, max(CONCURRENCY), args.warmup, theirs)
         routed = ROUTER_SETTINGS[1:]
         for name in routed:
             res.router[name] = {c: [] for c in CONCURRENCY}

@@ -6,7 +6,6 @@ on and replayed for BentoML's own error."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 from typing import Any
 
@@ -73,27 +72,27 @@ class Router:
 
     def __init__(self, on: bool = True, fails: bool = False) -> None:
         self.on, self.fails = on, fails
+        self.pick: list[int] = []  # the indices split() gives the challenger
+        self.given: list[list[str | None]] = []
         self.sent: list[list[dict[str, Any]]] = []
         self.failures: list[list[int]] = []
-        self.futures: list[concurrent.futures.Future[Any]] = []
 
     def canary_on(self) -> bool:
         return self.on
 
-    def plan(self, endpoint: str, rows: list[dict[str, Any]], ids: list[str]) -> Any:
-        chosen = [i for i, r in enumerate(rows) if r["x"] < 0]
-        return (CFG, chosen) if chosen else None
+    def split(self, given: list[str | None]) -> Any:
+        self.given.append(given)
+        return (CFG, self.pick) if self.pick else None
 
-    def send(self, endpoint: str, cfg: Any, rows: Any, ids: list[str], chosen: list[int]) -> Any:
+    async def send(
+        self, endpoint: str, cfg: Any, rows: Any, ids: list[str], chosen: list[int]
+    ) -> Any:
         body = [{**rows[i], "request_id": ids[i]} for i in chosen]
         self.sent.append(body)
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self.futures.append(fut)
+        await asyncio.sleep(0)  # an answer comes later
         if self.fails:
-            fut.set_exception(ChallengerError("http://challenger: answered 500"))
-        else:
-            fut.set_result([{**b, "prediction": -1, "model_tag": "chall:2"} for b in body])
-        return fut
+            raise ChallengerError("http://challenger: answered 500")
+        return [{**b, "prediction": -1, "model_tag": "chall:2"} for b in body]
 
     def accept(self, answers: list[dict[str, Any]]) -> Any:
         from crispops.serving.schemas import Prediction
@@ -136,7 +135,13 @@ def call(
     async def capture(message: Any) -> None:
         sent.append(message)
 
-    asyncio.run(front(scope, receive, capture))
+    async def main() -> None:
+        await front(scope, receive, capture)
+        await asyncio.sleep(0)  # a cancelled call ends
+        current = asyncio.current_task()
+        assert [t for t in asyncio.all_tasks() if t is not current and not t.done()] == []
+
+    asyncio.run(main())
     status = sent[0]["status"]
     payload = b"".join(m.get("body", b"") for m in sent[1:])
     return status, dict(sent[0]["headers"]), json.loads(payload), receive
@@ -151,7 +156,11 @@ def make(router: Router) -> tuple[Any, Inner, Model]:
     return CanaryFront(inner, live=live, request=Input), inner, live.model
 
 
-def body(*xs: float, ids: bool = True) -> bytes:
+def body(*xs: float, ids: bool = True, router: Router | None = None) -> bytes:
+    """A /predict body of records ``xs``; with ``router``, the negative ones are split off
+    for the challenger."""
+    if router is not None:
+        router.pick = [i for i, x in enumerate(xs) if x < 0]
     recs = [{"x": x, **({"request_id": f"r{i}"} if ids else {})} for i, x in enumerate(xs)]
     return json.dumps({"records": recs}).encode()
 
@@ -168,14 +177,19 @@ def test_outside_a_canary_the_request_goes_on_untouched(case: str) -> None:
 
 
 def test_a_mixed_request_splits_and_merges_in_order() -> None:
+    from crispops.serving.router import bucket
+
     router = Router()
     front, inner, model = make(router)
-    status, headers, out, _ = call(front, body(1, -2, 3, -4, 5, ids=False))
+    status, headers, out, _ = call(front, body(1, -2, 3, -4, 5, ids=False, router=router))
+    assert router.given == [[None] * 5]  # no ids given: the split is the router's draw
     assert status == 200 and headers[b"content-type"] == b"application/json"
     assert [a["prediction"] for a in out] == [1, -1, 3, -1, 5]
     assert [a["model_tag"] for a in out] == ["champ:1", "chall:2", "champ:1", "chall:2", "champ:1"]
     ids = [a["request_id"] for a in out]
     assert len(set(ids)) == 5 and "made-late" not in ids  # made once, before the split
+    # each new id is one the hash gives the model that answered it (weight 50)
+    assert [bucket(None, rid) < CFG.weight for rid in ids] == [False, True, False, True, False]
     assert [r["request_id"] for r in router.sent[0]] == [ids[1], ids[3]]
     [champion] = inner.bodies  # the champion saw its own records only, with their ids
     assert [(r["x"], r["request_id"]) for r in json.loads(champion)["records"]] == [
@@ -187,8 +201,10 @@ def test_a_mixed_request_splits_and_merges_in_order() -> None:
 
 
 def test_a_request_all_for_the_challenger_never_reaches_the_champion() -> None:
-    front, inner, _ = make(Router())
-    status, headers, out, _ = call(front, body(-1, -2))
+    router = Router()
+    front, inner, _ = make(router)
+    status, headers, out, _ = call(front, body(-1, -2, router=router))
+    assert router.given == [["r0", "r1"]]
     assert status == 200 and headers[b"content-type"] == b"application/json"
     assert [(a["model_tag"], a["request_id"]) for a in out] == [
         ("chall:2", "r0"),
@@ -200,7 +216,7 @@ def test_a_request_all_for_the_challenger_never_reaches_the_champion() -> None:
 def test_a_failed_challenger_is_counted_and_the_champion_answers_its_records() -> None:
     router = Router(fails=True)
     front, inner, model = make(router)
-    status, _, out, _ = call(front, body(1, -2, -3))
+    status, _, out, _ = call(front, body(1, -2, -3, router=router))
     assert status == 200
     assert [(a["prediction"], a["model_tag"], a["request_id"]) for a in out] == [
         (1, "champ:1", "r0"),
@@ -212,32 +228,56 @@ def test_a_failed_challenger_is_counted_and_the_champion_answers_its_records() -
 
 
 @pytest.mark.parametrize(
-    ("sent", "says"),
+    ("sent", "pick", "says"),
     [
-        (b'{"records": [{"x": "lots"}]}', "validation error"),
-        (b"{not json", "validation error"),
-        (body(-1, 2, 999), "record 2: bad value"),  # the index in the request as sent
+        (b'{"records": [{"x": "lots"}]}', [], "validation error"),  # the champion's
+        (b'{"records": [{"x": "lots"}]}', [0], "validation error"),  # the challenger's
+        (b"{not json", [0], "validation error"),
+        (b'{"records": [{"x": 1, "request_id": 7}]}', [0], "validation error"),
+        (body(-1, 2, 999), [0], "record 2: bad value"),  # the index in the request as sent
     ],
 )
 def test_a_bad_request_gets_the_inner_apps_own_error_for_the_body_as_sent(
-    sent: bytes, says: str
+    sent: bytes, pick: list[int], says: str
 ) -> None:
     router = Router()
+    router.pick = pick
     front, inner, _ = make(router)
     status, _, out, _ = call(front, sent)
     assert status == 400 and says in out["error"]
-    assert inner.bodies[-1] == sent
-    assert all(f.cancelled() or f.done() for f in router.futures)
+    assert inner.bodies[-1] == sent  # (and no challenger call left running: call())
 
 
-def test_a_request_all_for_the_champion_goes_on_whole_with_the_ids_the_hash_was_given() -> None:
-    front, inner, _ = make(Router())
-    sent = body(1, 2)  # the caller named every record: the body goes on as sent
-    status, _, out, _ = call(front, sent)
-    assert status == 200 and inner.bodies == [sent]
-    assert [a["request_id"] for a in out] == ["r0", "r1"]
-    # ids made by the front (the hash's input) are the ones the champion answers with
-    status, _, out, _ = call(front, body(1, 2, ids=False))
-    made = [r["request_id"] for r in json.loads(inner.bodies[-1])["records"]]
-    assert status == 200 and [a["request_id"] for a in out] == made
-    assert len(set(made)) == 2 and "made-late" not in made
+def test_a_request_all_for_the_champion_goes_on_as_sent() -> None:
+    router = Router()
+    front, inner, _ = make(router)
+    for sent in (body(1, 2), body(1, 2, ids=False), body(3, ids=False)):
+        status, _, out, receive = call(front, sent)
+        assert status == 200 and inner.bodies[-1] == sent  # nothing written into it
+        assert [a["model_tag"] for a in out] == ["champ:1"] * len(json.loads(sent)["records"])
+        assert inner.receives[-1] is not receive  # read once here, replayed
+    # the ids as the body gives them, read without the API's model
+    assert router.given == [["r0", "r1"], [None, None], [None]]
+
+
+@pytest.mark.parametrize(
+    ("sent", "given"),
+    [
+        (b'{"records": [{"x": 1}]}', [None]),  # told without parsing
+        (b'{"records": [{"x": 1, "request_id": "a"}]}', ["a"]),
+        (b'{"records": [{"x": 1, "note": "{"}]}', [None]),  # a brace in a string: parsed
+        (b'{"records": [{"x": 1, "request\\u005fid": "a"}]}', ["a"]),  # an escaped key
+        (b'{"records": [{"x": 1}, {"x": 2, "request_id": "b"}]}', [None, "b"]),
+        (b'{"records": [{"x": 1, "request_id": null}]}', [None]),
+        (b'{"records": [{"x": 1, "request_id": 7}]}', None),  # not a string id
+        (b'{"records": {"x": 1}}', [None]),  # two braces, not a list: BentoML's 400 later
+        (b'{"records": "x"}', None),
+        (b'{"records": ["x"]}', None),
+        (b"[1]", None),
+        (b"{", None),
+    ],
+)
+def test_the_ids_are_read_from_the_body_alone(sent: bytes, given: list[str | None] | None) -> None:
+    from crispops.serving.canary import _given_ids
+
+    assert _given_ids(sent) == given

@@ -22,6 +22,9 @@ from crispops.serving.router import (
     RouteConfig,
     RouterConfigError,
     bucket,
+    new_id,
+    request_ids,
+    split,
 )
 from support.servers import free_port
 
@@ -39,6 +42,33 @@ def test_bucket_is_stable_uniform_and_independent_of_key_order() -> None:
 
     digest = hashlib.blake2b(b"customer_id=1001", digest_size=8).digest()
     assert bucket({"customer_id": 1001}, "x") == int.from_bytes(digest, "big") / 2**64 * 100
+
+
+def test_a_record_without_an_id_draws_and_its_new_id_hashes_to_the_share_it_drew() -> None:
+    import random
+
+    random.seed(7)
+    # a caller's id goes by its hash, always the same way
+    named = [f"caller-{i}" for i in range(2000)]
+    assert split(named, 30) == [i for i, rid in enumerate(named) if bucket(None, rid) < 30]
+    assert split(named, 30) == split(named, 30)
+    # no id: a draw, the weight's share of records
+    drawn = split([None] * 20_000, 10)
+    assert abs(len(drawn) / 20_000 - 0.10) < 0.01
+    assert split([None] * 100, 0) == [] and split([None] * 100, 100) == list(range(100))
+    # the id made afterwards is one the hash gives the same side
+    for weight in (0.5, 10, 50, 97):
+        theirs = [new_id(0, weight) for _ in range(200)]
+        mine = [new_id(weight) for _ in range(200)]
+        assert all(bucket(None, rid) < weight for rid in theirs), weight
+        assert all(bucket(None, rid) >= weight for rid in mine), weight
+        assert len(set(theirs + mine)) == 400
+    # the champion's predict: a caller's id kept, a new one from its share, taken out
+    rows = [{"x": 1, "request_id": "keep-me"}, {"x": 2, "request_id": None}, {"x": 3}]
+    ids = request_ids(rows, at_least=40)
+    assert ids[0] == "keep-me" and all(bucket(None, rid) >= 40 for rid in ids[1:])
+    assert rows == [{"x": 1}, {"x": 2}, {"x": 3}]
+    assert len(set(request_ids([{} for _ in range(50)]))) == 50  # outside a canary: any
 
 
 def test_route_config_parses_what_the_cluster_writes() -> None:
@@ -192,9 +222,9 @@ def test_a_full_mirror_queue_drops_instead_of_waiting() -> None:
 
 
 def test_a_challenger_call_does_not_search_sys_path() -> None:
-    """No call to the challenger imports anything: httpx's httpcore (the client before
-    aiohttp) imported sniffio on each lock and event, ~4 failed imports (a sys.path scan
-    each) per call."""
+    """No call to the challenger imports anything: httpx's httpcore (an earlier client)
+    imported sniffio on each lock and event, ~4 failed imports (a sys.path scan each)
+    per call."""
     import importlib.machinery
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -235,3 +265,34 @@ def test_a_challenger_call_does_not_search_sys_path() -> None:
     finally:
         ch.close()
         server.shutdown()
+
+
+def test_on_the_servers_loop_a_call_switches_no_thread_and_a_stop_drains_the_mirrors() -> None:
+    """The service makes its Challenger on the server's event loop: a canary's call is
+    awaited there (no thread of the router's own), shadow mirrors from the batch's thread
+    are sent from there too, and the shutdown hook waits for them on the loop."""
+    import asyncio
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Echo.posts = []
+    url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+    got: list[object] = []
+
+    async def go() -> list[dict[str, object]]:
+        ch = Challenger(asyncio.get_running_loop())
+        answers = await ch.ask(url, [{"x": 1}, {"x": 2}], 2.0)
+        # a mirror from another thread (as predict's batch runs), answered on this loop
+        await asyncio.to_thread(ch.mirror, url, [{"x": 3}], 2.0, lambda a, e: got.append(a))
+        await ch.aclose()  # waits for the mirror in flight
+        assert ch.shadow_in_flight == 0
+        assert not any(t.name == "crispops-router" for t in threading.enumerate())
+        return answers
+
+    try:
+        assert asyncio.run(go()) == [{"prediction": 1}, {"prediction": 2}]
+        assert got == [[{"prediction": 3}]]
+        assert _Echo.posts == [2, 1]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,8 +6,9 @@ waited on the challenger's HTTP answer would hold back every other /predict requ
 router's settings say canary, weight above 0) it splits a /predict request's records
 by the router's hash, sends the champion's on through the inner app (so they batch)
 and the challenger's to the challenger at the same time, and merges the answers in
-the request's order. Outside a canary it passes every request on untouched, its body
-unread. Nothing here imports BentoML.
+the request's order; a request that is all the champion's goes on as sent. Outside
+a canary it passes every request on untouched, its body unread. Nothing here imports
+BentoML.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import time
 from typing import Any
 
-from crispops.serving.router import request_ids, unrouted, with_ids
+from crispops.serving.router import new_id, unrouted, with_ids
 from crispops.serving.schemas import REQUEST_ID
 
 
@@ -31,13 +32,18 @@ class CanaryFront:
     """A canary on /predict, routed before BentoML's batcher: BentoML runs one batch of
     an API per worker at a time, so a batch that waited on the challenger's HTTP answer
     would hold back every other /predict request. Only while the router's settings are
-    canary with a weight above 0 does it read the body: checked with the API's own
-    input model (a bad body goes on as sent, for BentoML's usual 400), split by the
-    router's hash, the champion's records sent on through the inner app (so they
-    batch) while the challenger's go to the challenger, the answers merged back in
-    the request's order. A failed or slow challenger call is counted and logged as
-    today, and the champion answers those records (a second pass through the batcher).
-    Any other request, and every request outside a canary, goes on untouched."""
+    canary with a weight above 0 does it read the body, and then first with
+    ``json.loads`` alone, for the records' request ids: a record with an id goes by
+    its hash, one without by a draw. A request whose records all stay with the
+    champion goes on as sent (its records' new ids are made by predict, from the
+    champion's share of the hash). Otherwise the body is checked with the API's own
+    input model (a bad body goes on as sent, for BentoML's usual 400), the champion's
+    records sent on through the inner app (so they batch) while the challenger's go
+    to the challenger, each new id drawn from its model's share, and the answers
+    merged back in the request's order. A failed or slow challenger call is counted
+    and logged as today, and the champion answers those records (a second pass
+    through the batcher). Any other request, and every request outside a canary, goes
+    on untouched."""
 
     PATH = "/predict"
     ENDPOINT = "predict"
@@ -62,41 +68,53 @@ class CanaryFront:
         body = await _read_body(receive)
         if body is None:  # the client left before it sent the body
             return
+        given = _given_ids(body)
+        plan = None if given is None else model.router.split(given)
+        if plan is None:  # every record the champion's (or a body BentoML answers: 400)
+            # the body as sent: nothing made here is written into it (with the new ids
+            # written in, the champion spent 19% more CPU per request than one model
+            # at 16 connections, 8% without); predict draws their ids from its share
+            await self.app(scope, _replay(body, receive), send)
+            return
         try:
-            records = self.request.model_validate_json(body or b"{}").records
+            records = self.request.model_validate_json(body).records
         except ValueError:  # pydantic's ValidationError: BentoML answers it (400)
             await self.app(scope, _replay(body, receive), send)
             return
-        await self.route(model, scope, receive, send, body, records)
+        await self.route(model, scope, receive, send, body, records, plan)
 
     async def route(
-        self, model: Any, scope: Any, receive: Any, send: Any, body: bytes, records: Any
+        self,
+        model: Any,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        body: bytes,
+        records: Any,
+        plan: tuple[Any, list[int]],
     ) -> None:
         started = time.perf_counter()
         router = model.router
-        rows = [r.model_dump() for r in records]
-        named = all(r[REQUEST_ID] for r in rows)  # every id the caller's: none made here
-        ids = request_ids(rows)
-        plan = router.plan(self.ENDPOINT, rows, ids)
-        if plan is None or plan[0].mode != "canary":  # every record is the champion's
-            if named:  # the body as sent (else with the ids the hash was given)
-                await self.app(scope, _replay(body, receive), send)
-            else:
-                await self.app(*_request(scope, receive, rows, ids, list(range(len(rows)))), send)
-            return
         cfg, chosen = plan
+        rows = [r.model_dump() for r in records]
+        drawn = set(chosen)
+        ids = [  # a new id from the share of the model the record drew
+            r.pop(REQUEST_ID, None) or (new_id(0, cfg.weight) if i in drawn else new_id(cfg.weight))
+            for i, r in enumerate(rows)
+        ]
         mine = unrouted(rows, chosen)
-        # the challenger's call first: it runs while the champion's records batch
-        pending = asyncio.wrap_future(router.send(self.ENDPOINT, cfg, rows, ids, chosen))
+        pending: Any = router.send(self.ENDPOINT, cfg, rows, ids, chosen)
         champion: _Captured | None = None
-        if mine:
+        if mine:  # the challenger's call first: it runs while the champion's records batch
+            pending = asyncio.ensure_future(pending)
             champion = await self.inner(scope, receive, rows, ids, mine)
             if champion.status != 200:  # a value the model cannot take: the error as
-                pending.cancel()  # BentoML answers it for the request as it was sent
+                _drop(pending)  # BentoML answers it for the request as it was sent
                 await self.app(scope, _replay(body, receive), send)
                 return
-        try:
-            answers = await asyncio.wait_for(pending, cfg.timeout_s + 1.0)
+        try:  # (all the challenger's: awaited here, no task; its client times it out)
+            async with asyncio.timeout(cfg.timeout_s + 1.0):
+                answers = await pending
             preds = router.accept(answers)
         except Exception as exc:  # whatever the challenger did, the champion answers
             router.failed(self.ENDPOINT, cfg, rows, ids, chosen, exc, time.perf_counter() - started)
@@ -148,6 +166,45 @@ class _Captured:
 
     def answers(self) -> list[Any]:
         return list(json.loads(b"".join(self._chunks)))
+
+
+def _drop(task: asyncio.Future[Any]) -> None:
+    """Cancel the challenger's call; an error it ended with already is read, not left
+    for asyncio to report."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+    else:
+        task.cancel()
+
+
+def _given_ids(body: bytes) -> list[str | None] | None:
+    """Each record's request id as the body gives it (None: none given), read with
+    ``json.loads`` alone; None for a body that is not ``{"records": [{...}, ...]}``
+    with string ids (BentoML's validation answers it).
+
+    The most common body, one record without an id, is told without parsing: a body
+    with two ``{`` (an object in an object: records are flat, and a brace inside a
+    string only adds to the count), no backslash (so no key is spelled with escapes)
+    and no ``"request_id"`` key holds at most one record, and no id. Reading it with
+    the API's model, the champion spent 8% more CPU per request than one model at 16
+    connections, 2% without; a body that is not what it seems goes on to BentoML's
+    validation as every other."""
+    if body.count(b"{") == 2 and b"\\" not in body and b'"request_id"' not in body:
+        return [None]
+    try:
+        records = json.loads(body)["records"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(records, list):
+        return None
+    given: list[str | None] = []
+    for r in records:
+        rid = r.get(REQUEST_ID) if isinstance(r, dict) else 0
+        if rid is not None and not isinstance(rid, str):
+            return None
+        given.append(rid)
+    return given
 
 
 def _media_type(scope: Any) -> str:

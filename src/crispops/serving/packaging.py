@@ -32,7 +32,8 @@ RUNTIME_PACKAGES = (
     "feast",
     "redis",
     "psycopg",
-    "sniffio",  # the router's httpx/httpcore client: see pyproject.toml
+    "sniffio",  # httpx/httpcore's clients: see pyproject.toml
+    "httptools",  # the router's client for the challenger (serving/peer.py)
 )
 
 

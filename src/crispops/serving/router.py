@@ -21,11 +21,12 @@ model, at every worker and replica.
 
 The challenger is a crispops model service of its own (a second `bentoml serve`
 locally, a second Deployment on a cluster) that logs its own answers; the router
-calls it over HTTP with a short timeout on an event loop of its own (one thread per
-worker), so neither a slow nor a failing challenger reaches the champion's answers in
-shadow. In canary a failed call falls back to the champion's answer; the failure is
-counted and logged as an ``error`` record under the challenger's tag, which the
-rollout's analysis sees as the challenger's error rate.
+calls it over kept HTTP/1.1 connections (crispops.serving.peer) with a short timeout,
+on the worker's own event loop, never awaited by a shadow request, so neither a slow
+nor a failing challenger reaches the champion's answers in shadow. In canary a failed
+call falls back to the champion's answer; the failure is counted and logged as an
+``error`` record under the challenger's tag, which the rollout's analysis sees as the
+challenger's error rate.
 
 Nothing here imports BentoML.
 """
@@ -39,6 +40,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
+import os
+import random
 import threading
 import time
 import uuid
@@ -47,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crispops.serving.peer import Peer, PeerError
 from crispops.serving.schemas import REQUEST_ID
 
 log = logging.getLogger("crispops.serving.router")
@@ -57,14 +62,13 @@ DEFAULT_CONFIG = Path("/etc/crispops/rollout/rollout.json")
 MODES = ("off", "shadow", "canary")
 #: Least seconds between two looks at the settings file's mtime.
 CHECK_EVERY_S = 1.0
-#: Sizes the router's HTTP client per worker: it keeps at most twice this many connections.
-MAX_SHADOW_IN_FLIGHT = 64
 #: Shadow mirrors are sent together: every MIRROR_EVERY_S the records mirrored since go
 #: to the challenger in one POST (at most MIRROR_BATCH records each), so a request pays
 #: a deque append, not a call. With one call per request, shadow cost the champion's
-#: worker 14% (16 connections) and 23% (1) more CPU per request here; batched, 10%
-#: and 16% (`python -m bench serving --router-only`).
-MIRROR_EVERY_S = 0.02
+#: worker 14% (16 connections) and 23% (1) more CPU per request here; batched every
+#: 100 ms, 4% and 2% (`python -m bench serving --router-only`; every 20 ms, at 1
+#: connection a batch held a record or two, and it cost 6-8%).
+MIRROR_EVERY_S = 0.1
 MIRROR_BATCH = 256
 #: Records mirrored and not yet answered, per worker; beyond it a mirror is dropped.
 MAX_SHADOW_QUEUED = 4096
@@ -188,6 +192,18 @@ def bucket(keys: Mapping[str, Any] | None, request_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64 * 100
 
 
+def split(given: Sequence[str | None], weight: float) -> list[int]:
+    """The indices of the records a canary at ``weight`` sends the challenger, from
+    their request ids alone: a record with an id by its :func:`bucket`, one without by
+    a draw (its id is made afterwards from the share it drew, :func:`new_id`), so
+    no id is made for a record the champion answers as sent."""
+    return [
+        i
+        for i, rid in enumerate(given)
+        if (bucket(None, rid) if rid else random.random() * 100) < weight
+    ]
+
+
 class ChallengerError(RuntimeError):
     """A call to the challenger failed (unreachable, slow, an error status, a bad body)."""
 
@@ -202,45 +218,48 @@ _Mirror = tuple[
 
 
 class Challenger:
-    """Calls to the challenger's service on an event loop of this worker's own."""
+    """Calls to the challenger's service on an event loop: the server's own when given
+    (the worker's), else one on a thread of its own. On the server's loop a canary's
+    call costs the champion no thread switch each way: in paired 12 s runs at 16
+    connections, canary 10% answered 3-6% fewer requests a second than one model with
+    the calls on a thread of their own, and within 2% of it on the server's loop."""
 
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="crispops-router", daemon=True
-        )
-        self._thread.start()
-        self._client: Any = None
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._thread: threading.Thread | None = None
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=loop.run_forever, name="crispops-router", daemon=True
+            )
+            self._thread.start()
+        self._loop = loop
+        self._client: Peer | None = None
         self.shadow_in_flight = 0  # records mirrored, not yet answered
         self._count = threading.Lock()
         self._mirrors: collections.deque[_Mirror] = collections.deque()
         self._flusher: concurrent.futures.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _http(self) -> Any:
-        """aiohttp's client (BentoML's own dependency): httpx's pool checked every idle
-        connection for expiry on each call, a socket poll each; under load the
-        challenger's calls took more of the worker's CPU than the requests they served."""
-        import aiohttp
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop its calls run on."""
+        return self._loop
 
-        if self._client is None:  # made on the router's loop, which it belongs to
-            self._client = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=MAX_SHADOW_IN_FLIGHT * 2)
-            )
+    def _http(self) -> Peer:
+        """The client (crispops.serving.peer), made on the router's loop it belongs to:
+        aiohttp's took 3-4 times its CPU per call, httpx's pool checked every idle
+        connection for expiry on each call."""
+        if self._client is None:
+            self._client = Peer()
         return self._client
 
     async def _post(self, url: str, body: Any, timeout: float) -> list[dict[str, Any]]:
-        import aiohttp
-
         try:
-            async with self._http().post(
-                url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as resp:
-                status, content = resp.status, await resp.read()
+            status, content = await self._http().post_json(url, json.dumps(body).encode(), timeout)
         except TimeoutError:
             raise ChallengerError(f"{url}: no answer within {timeout:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise ChallengerError(f"{url}: {type(exc).__name__} {exc}") from None
+        except PeerError as exc:
+            raise ChallengerError(f"{url}: {exc}") from None
         if status != 200:
             text = content[:200].decode("utf-8", "replace")
             raise ChallengerError(f"{url}: answered {status} {text}")
@@ -252,10 +271,20 @@ class Challenger:
             raise ChallengerError(f"{url}: expected {len(body['records'])} answers")
         return answers
 
+    async def ask(
+        self, url: str, records: Sequence[Mapping[str, Any]], timeout: float
+    ) -> list[dict[str, Any]]:
+        """POST ``records`` to ``url``, awaited on the router's loop (the caller's when
+        it runs there); the answers, in order."""
+        body = {"records": list(records)}
+        if running_loop() is self._loop:
+            return await self._post(url, body, timeout)
+        return await asyncio.wrap_future(self.call(url, records, timeout))
+
     def call(
         self, url: str, records: Sequence[Mapping[str, Any]], timeout: float
     ) -> concurrent.futures.Future[list[dict[str, Any]]]:
-        """POST ``records`` to ``url`` on the router's loop; the answers, in order."""
+        """POST ``records`` to ``url`` on the router's loop, from any thread."""
         coro = self._post(url, {"records": list(records)}, timeout)
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
@@ -319,29 +348,74 @@ class Challenger:
                 log.exception("router: shadow callback failed")
 
     def drain(self, timeout: float = 5.0) -> None:
-        """Wait for the mirrors queued and in flight (a graceful stop)."""
+        """Wait for the mirrors queued and in flight (a graceful stop), from a thread
+        other than the router loop's."""
         deadline = time.monotonic() + timeout
         while self.shadow_in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def close(self) -> None:
-        self.drain()
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """On the router's loop: the mirrors queued and in flight, then the client."""
+        deadline = time.monotonic() + timeout
+        while self.shadow_in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._client is not None:
+            self._client.close()
 
-        async def shut() -> None:
-            if self._client is not None:
-                await self._client.close()
-
+    def close(self) -> None:
+        """Stop, from any thread; on the router loop's own, see :meth:`aclose`."""
+        if running_loop() is self._loop:
+            raise RuntimeError("Challenger.close() on its own loop: await aclose()")
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+            asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result(timeout=10)
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 # -- records and their ids ------------------------------------------------------------
-def request_ids(rows: list[dict[str, Any]]) -> list[str]:
-    """Each record's request id (the caller's, else a new one), taken out of the row."""
-    return [r.pop(REQUEST_ID, None) or uuid.uuid4().hex for r in rows]
+#: Most tries for a new request id in a share of the hash (see new_id): enough for a
+#: share of 0.1% or more to miss once in e^20 records, 50 ms at worst.
+MAX_ID_TRIES = 20_000
+
+
+def new_id(lo: float = 0.0, hi: float = 100.0) -> str:
+    """A new request id (32 hex digits, 128 random bits) whose :func:`bucket` is in
+    [lo, hi): drawn until it is. A record the canary front routed by a draw (it came
+    without an id) then carries an id the hash gives the model that answered it, as if
+    the id had come first. On average it costs one draw per record whatever the
+    weight (the candidates come a block per system call); a share under 0.1% may
+    miss."""
+    share = (hi - lo) / 100
+    if share >= 1:
+        return uuid.uuid4().hex
+    tries = min(MAX_ID_TRIES, math.ceil(20 / share)) if share > 0 else 1
+    block = max(1, min(tries, math.ceil(2 / share) if share > 0 else 1))
+    rid = ""
+    while tries > 0:
+        digits = os.urandom(16 * block).hex()
+        for k in range(0, 32 * block, 32):
+            rid = digits[k : k + 32]
+            if lo <= bucket(None, rid) < hi:
+                return rid
+        tries -= block
+    return rid
+
+
+def request_ids(rows: list[dict[str, Any]], at_least: float = 0.0) -> list[str]:
+    """Each record's request id (the caller's, else a new one), taken out of the row;
+    with ``at_least`` (a canary's weight, on the champion's side) a new one from the
+    champion's share of the hash (:func:`new_id`)."""
+    return [r.pop(REQUEST_ID, None) or new_id(at_least) for r in rows]
 
 
 def unrouted(out: list[Any], chosen: list[int]) -> list[int]:

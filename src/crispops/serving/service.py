@@ -40,6 +40,8 @@ from crispops.serving.router import (
     bucket,
     config_path,
     request_ids,
+    running_loop,
+    split,
     unrouted,
     with_ids,
 )
@@ -415,13 +417,15 @@ class _Router:
         self.metrics = metrics
         self.routes = ConfigFile(config_path())
         self._challenger: Challenger | None = None
+        # the server's event loop (BentoML makes the service on it), for the challenger
+        self.loop = running_loop()
         self.learned_tag: str | None = None  # the challenger's model tag, from its answers
         self._seen: Any = None
         self._quiet_until = 0.0
 
     def challenger(self) -> Challenger:
-        if self._challenger is None:
-            self._challenger = Challenger()
+        if self._challenger is None:  # on the server's loop: a call switches no thread
+            self._challenger = Challenger(self.loop)
         return self._challenger
 
     def tag(self, cfg: Any) -> str:
@@ -431,19 +435,23 @@ class _Router:
 
     def canary_on(self) -> bool:
         """Whether a canary sends the challenger any records now (weight above 0)."""
+        return self.canary_weight() > 0
+
+    def canary_weight(self) -> float:
+        """The canary's weight now (0 outside a canary)."""
         cfg = self.routes.current()
-        return cfg.mode == "canary" and cfg.weight > 0 and cfg.active
+        return cfg.weight if cfg.mode == "canary" and cfg.active else 0.0
 
     def plan(
         self, endpoint: str, rows: list[dict[str, Any]], ids: list[str], canary: bool = True
     ) -> Any:
         """(settings, indices of the records the challenger gets), or None: all champion.
         With ``canary`` False a canary is not this caller's to route (None)."""
-        cfg = self.routes.current()
+        cfg = self._current()
         if not cfg.active or (not canary and cfg.mode == "canary"):
             return None
-        if cfg is not self._seen:  # new settings (perhaps another challenger): learn again
-            self._seen, self.learned_tag = cfg, None
+        if cfg.weight >= 100:  # every record (a bucket is below 100): no hash needed
+            return (cfg, list(range(len(rows)))) if rows else None
         keys = self.predictor.contract.join_keys if endpoint == "predict_entity" else []
         chosen = [
             i
@@ -452,11 +460,27 @@ class _Router:
         ]
         return (cfg, chosen) if chosen else None
 
-    def send(
+    def split(self, given: list[str | None]) -> Any:
+        """The canary front's plan for /predict records, from their ids alone (see
+        crispops.serving.router.split): (settings, the challenger's indices), or None."""
+        cfg = self._current()
+        if not (cfg.mode == "canary" and cfg.active and cfg.weight > 0):
+            return None
+        chosen = split(given, cfg.weight)
+        return (cfg, chosen) if chosen else None
+
+    def _current(self) -> Any:
+        cfg = self.routes.current()
+        if cfg is not self._seen:  # new settings (perhaps another challenger): learn again
+            self._seen, self.learned_tag = cfg, None
+        return cfg
+
+    async def send(
         self, endpoint: str, cfg: Any, rows: list[dict[str, Any]], ids: list[str], chosen: list[int]
-    ) -> Any:
+    ) -> list[dict[str, Any]]:
+        """Canary: the chosen records' answers from the challenger (ChallengerError)."""
         body = with_ids(rows, ids, chosen)
-        return self.challenger().call(f"{cfg.challenger_url}/{endpoint}", body, cfg.timeout_s)
+        return await self.challenger().ask(f"{cfg.challenger_url}/{endpoint}", body, cfg.timeout_s)
 
     def mirror(
         self, endpoint: str, cfg: Any, rows: list[dict[str, Any]], ids: list[str], chosen: list[int]
@@ -536,9 +560,14 @@ class _Router:
             self.predictor.records(endpoint, picked, used, errs, elapsed, model_tag=tag)
         )
 
-    def close(self) -> None:
-        if self._challenger is not None:
-            self._challenger.close()
+    async def aclose(self) -> None:
+        """On the server's loop (a shutdown hook): the mirrors in flight, then the client."""
+        if self._challenger is None:
+            return
+        if self._challenger.loop is asyncio.get_running_loop():
+            await self._challenger.aclose()
+        else:  # made before the server's loop was known: it has a thread of its own
+            await asyncio.to_thread(self._challenger.close)
 
 
 #: The worker's collector thresholds: a young collection every 20,000 allocations (not
@@ -663,9 +692,9 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             tune_gc()  # last: what the worker loaded stays out of the collector's sweeps
 
         @bentoml.on_shutdown
-        def flush_prediction_log(self) -> None:
+        async def flush_prediction_log(self) -> None:
             """A graceful stop (SIGTERM) writes what is queued before the worker exits."""
-            self.router.close()  # the mirrors in flight first: their errors are logged
+            await self.router.aclose()  # the mirrors in flight first: their errors are logged
             if self.plog is not None:
                 self.plog.close()
                 log.info("prediction log closed: %s", self.plog.stats())
@@ -679,9 +708,11 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             """Score records that carry every feature and request-time field."""
             started = time.perf_counter()
             rows = [r.model_dump() for r in records]  # type: ignore[attr-defined]
-            ids = request_ids(rows)
             # a canary's records were routed before the batcher (CanaryFront): a batch
-            # never waits on the challenger's HTTP answer; here only shadow mirrors
+            # never waits on the challenger's HTTP answer; here only shadow mirrors.
+            # The front left these records to the champion as sent: a new id is drawn
+            # from the champion's share of the hash, as the front's would have been.
+            ids = request_ids(rows, self.router.canary_weight())
             plan = self.router.plan("predict", rows, ids, canary=False)
             out = _guarded(self.predictor.predict_rows, rows)
             elapsed = time.perf_counter() - started
@@ -708,6 +739,8 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             ids = request_ids(rows)
             plan = self.router.plan("predict_entity", rows, ids)
             pending = self.canary("predict_entity", plan, rows, ids)
+            if pending is not None:  # the call written out before the lookup holds the loop
+                await asyncio.sleep(0)
             used: list[dict[str, Any]] = []
             lookup = functools.partial(self.predictor.lookup, self.runtime, used=used)
             out = _guarded(lookup, rows)
@@ -725,9 +758,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             answers, exc = None, None
             if pending is not None:
                 try:
-                    answers = await asyncio.wait_for(
-                        asyncio.wrap_future(pending), plan[0].timeout_s + 1.0
-                    )
+                    answers = await asyncio.wait_for(pending, plan[0].timeout_s + 1.0)
                 except Exception as e:  # whatever the challenger did, the champion answers
                     exc = e
             return self.settle("predict_entity", plan, rows, used, ids, out, started, answers, exc)
@@ -739,7 +770,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
             overlap); the champion's answers stay the fallback."""
             if plan is None or plan[0].mode != "canary":
                 return None
-            return self.router.send(endpoint, plan[0], rows, ids, plan[1])
+            return asyncio.ensure_future(self.router.send(endpoint, plan[0], rows, ids, plan[1]))
 
         def settle(
             self,

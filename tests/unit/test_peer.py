@@ -154,6 +154,23 @@ def test_a_slow_answer_times_out_and_its_connection_is_not_kept(server: Any) -> 
     assert len(server.seen) == 2  # the timed-out connection was dropped, not reused
 
 
+def test_a_kept_connection_that_times_out_is_closed(server: Any) -> None:
+    async def go() -> bool:
+        peer = Peer()
+        try:
+            await peer.post_json(server.url, b"{}", 2.0)
+            [[kept]] = [list(idle) for idle in peer._idle.values()]
+            server.delay = 0.5
+            with pytest.raises(TimeoutError):
+                await peer.post_json(server.url, b"{}", 0.1)
+            assert kept.transport is not None
+            return bool(kept.transport.is_closing())
+        finally:
+            peer.close()
+
+    assert run(go())  # closed, not left open beside the pool
+
+
 def test_nothing_listening_is_a_peer_error_at_once() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -200,7 +200,9 @@ def _given_ids(body: bytes) -> list[str | None] | None:
         return None
     given: list[str | None] = []
     for r in records:
-        rid = r.get(REQUEST_ID) if isinstance(r, dict) else 0
+        if not isinstance(r, dict):
+            return None
+        rid = r.get(REQUEST_ID)
         if rid is not None and not isinstance(rid, str):
             return None
         given.append(rid)

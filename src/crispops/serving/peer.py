@@ -116,16 +116,23 @@ class Peer:
             conn = self._take(key)
             if conn is not None:
                 try:
-                    return self._done(key, conn, await conn.send(request))
+                    return await self._exchange(key, conn, request)
                 except PeerError:
                     if conn.got_bytes:  # it answered something: not a stale connection
                         raise
-            conn = await self._open(scheme, host, port)
-            try:
-                return self._done(key, conn, await conn.send(request))
-            except BaseException:
-                conn.close()
-                raise
+            return await self._exchange(key, await self._open(scheme, host, port), request)
+
+    async def _exchange(
+        self, key: tuple[str, str, int], conn: _Connection, request: bytes
+    ) -> tuple[int, bytes]:
+        """``request`` on ``conn`` and its answer; a connection left mid-answer (a
+        timeout, an error) is closed, not kept."""
+        try:
+            answer = await conn.send(request)
+        except BaseException:
+            conn.close()
+            raise
+        return self._done(key, conn, answer)
 
     def _take(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)

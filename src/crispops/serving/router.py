@@ -276,9 +276,8 @@ class Challenger:
     ) -> list[dict[str, Any]]:
         """POST ``records`` to ``url``, awaited on the router's loop (the caller's when
         it runs there); the answers, in order."""
-        body = {"records": list(records)}
         if running_loop() is self._loop:
-            return await self._post(url, body, timeout)
+            return await self._post(url, {"records": list(records)}, timeout)
         return await asyncio.wrap_future(self.call(url, records, timeout))
 
     def call(

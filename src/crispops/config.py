@@ -401,6 +401,14 @@ class ServingSettings(_Section):
     max_concurrency: int = Field(
         default=256, ge=1, description="Requests in flight per worker before 503s shed load."
     )
+    max_batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Adaptive batching: the longest a request is held for others to join"
+        " its batch; 0: a batch takes what queued while the one before it was scored."
+        " BentoML's own wait, learned from its queue, held lone requests 10-25 ms after a"
+        " burst.",
+    )
     missing_entity: Literal["error", "impute"] = Field(
         default="error",
         description="What /predict_entity does for an entity the online store does not know.",

@@ -41,6 +41,7 @@ RUNTIME_KEYS = (
     "workers",
     "max_batch_size",
     "max_latency_ms",
+    "max_batch_wait_ms",
     "max_concurrency",
     "missing_entity",
     "feature_repo",

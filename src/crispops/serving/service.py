@@ -30,6 +30,7 @@ from crispops.config import MonitoringSettings, ServingSettings, monitoring_runt
 from crispops.contract import FeatureContract
 from crispops.monitoring.log import Deferred, PredictionLog, make_sink
 from crispops.monitoring.store import FeedbackRecord, PredictionRecord, Sink, SinkError
+from crispops.serving.batching import bound_batch_wait
 from crispops.serving.canary import CanaryFront, Live
 from crispops.serving.fastpath import FastPipeline
 from crispops.serving.packaging import MODEL_FILE
@@ -596,6 +597,7 @@ def make_service(model_tag: str, bento_tag: str | None = None) -> type:
     # BentoML 1.4 and pydantic 2.14 warn on every request from inside BentoML; in a
     # server process that is noise on stderr and time on the hot path.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    bound_batch_wait(runtime.max_batch_wait_ms)
     meta = _metadata_of(model_tag)
     contract = _contract_of(meta)
     Record = record_model(contract)

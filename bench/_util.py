@@ -155,13 +155,17 @@ def run_hey(
     timeout_s: float = 10.0,
     server: Server | None = None,
     cpus: str | None = None,
+    rate: float | None = None,
 ) -> LoadResult:
     """POST ``body`` to ``url`` from ``concurrency`` connections for ``duration_s`` seconds.
 
     With ``server``, also account the CPU time of the run: the server's, hey's, and
     the rest of the machine's (other processes: noise in the figures). With ``cpus``
-    (taskset's list, "1"), hey runs on those cores only.
+    (taskset's list, "1"), hey runs on those cores only. With ``rate``, paced
+    (:func:`run_paced`): ``rate`` requests a second in all.
     """
+    if rate:
+        return run_paced(url, body, concurrency, duration_s, rate, timeout_s, server, cpus)
     argv = [
         *pinned(cpus),
         hey_binary(),
@@ -203,6 +207,80 @@ def run_hey(
         out.hey_cpu_pct = (kids1 - kids0) / capacity
         rest = (busy1 - busy0) - (server1 - server0) - (kids1 - kids0) - (self1 - self0)
         out.other_cpu_pct = max(0.0, rest / capacity)
+    return out
+
+
+def run_paced(
+    url: str,
+    body: Path,
+    concurrency: int,
+    duration_s: float,
+    rate: float,
+    timeout_s: float = 10.0,
+    server: Server | None = None,
+    cpus: str | None = None,
+) -> LoadResult:
+    """``rate`` requests a second in all, from ``concurrency`` connections that each
+    send one every ``concurrency / rate`` seconds, their starts spread over that
+    interval: traffic below the server's capacity, as it arrives on a cluster. One
+    ``hey -c 1 -q`` per connection: hey's own ``-q`` with ``-c 16`` ticks its workers
+    together, so the requests came in bursts of 16 and queued behind each other. The
+    latencies are each answer's, from hey's CSV output."""
+    import numpy as np
+
+    every = concurrency / rate
+    argv = [
+        *pinned(cpus),
+        hey_binary(),
+        "-z",
+        f"{duration_s:g}s",
+        "-c",
+        "1",
+        "-q",
+        f"{1 / every:.4f}",
+        "-t",
+        f"{timeout_s:g}",
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-D",
+        str(body),
+        "-o",
+        "csv",
+        url,
+    ]
+    server0 = server.cpu_seconds() if server else 0.0
+    started = time.monotonic()
+    procs = []
+    for k in range(concurrency):
+        time.sleep(max(0.0, started + k * every / concurrency - time.monotonic()))
+        procs.append(
+            subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+            )
+        )
+    latencies: list[float] = []
+    out = LoadResult(concurrency=concurrency, duration_s=duration_s)
+    for proc in procs:
+        text, err = proc.communicate(timeout=duration_s + timeout_s + 30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"hey failed ({proc.returncode}): {err.decode()[-2000:]}")
+        for line in text.decode().splitlines()[1:]:  # response-time,...,status-code,offset
+            cols = line.split(",")
+            if len(cols) < 8:
+                continue
+            code = int(cols[6])
+            out.status[code] = out.status.get(code, 0) + 1
+            latencies.append(float(cols[0]) * 1000)
+    wall = time.monotonic() - started
+    out.requests = len(latencies)
+    out.rps = out.requests / duration_s
+    if latencies:
+        out.p50_ms, out.p99_ms = (float(x) for x in np.percentile(latencies, [50, 99]))
+    if server is not None:
+        out.server_cpu_s = server.cpu_seconds() - server0
+        out.server_cpu_pct = out.server_cpu_s / (wall * (os.cpu_count() or 1) / 100)
     return out
 
 

@@ -57,13 +57,29 @@ What the rows mean:
    sent to the challenger after its answer) - is loaded at the same time as one model
    (``off``, no settings file) on the other server, both servers on the same core
    (``--router-cpus``: the challenger and hey on the other, as on a cluster where each
-   model has its own pod and the clients are elsewhere), each with its own hey at 1
-   and at 16 connections. Runs taken one after the other could not resolve 5% here:
+   model has its own pod and the clients are elsewhere), each with its own hey: at 1
+   connection, at 16 flat out, and at 16 paced (16 connections, each sending at a fixed
+   rate with their starts spread, in all 60% of what the one-model server answered
+   flat out in that round: ``bench._util.run_paced``). The latency
+   target at 16 connections is read paced: flat out, a closed loop keeps 16 requests
+   in flight whatever answers them, so in a canary the ones the challenger answered
+   come straight back to queue at the champion, which then holds nearly all 16 while
+   answering 90% of them; its median rose 10% with a challenger that answered at
+   once, a figure of the load generator, not of the router (traffic on a cluster
+   arrives whether or not an answer came back). Flat out, throughput is the figure.
+   Runs taken one after the other could not resolve 5% here:
    this machine's speed moves by tens of percent within seconds. The two servers swap
    roles each round; ``--router-rounds`` rounds, and each figure is the median over
    rounds of the setting's run against the one-model run beside it. Target: the router
    adds at most 5% to p50 against one model. Beside it, each server's CPU time per
    answered request (its processes' utime+stime over the run, divided by the answers).
+
+8. **the batcher's wait** - two crispops servers on the same core(s), one with
+   BentoML's own learned batch wait (no bound) and one with crispops' bound
+   (``serving.max_batch_wait_ms``), loaded at the same time: each of ``--batch-rounds``
+   rounds 16 connections (a burst) then 1 right after it. BentoML's wait is the mean
+   queueing time of its last batches, so after a burst a lone request is held about as
+   long as requests queued during it. The figures side by side, no target.
 
 Each HTTP figure comes with the CPU it cost, as a share of both cores: the
 server's, hey's and other processes'. Other processes' share is noise (the
@@ -128,6 +144,16 @@ LOG_P50_ADDED_MS = 1.0
 
 # Target (issue 14): what the router's decision may add to /predict's p50.
 ROUTER_P50_ADDED = 0.05
+# The router's loads: (connections, paced). Paced: each connection sends at a fixed
+# rate, together PACED_SHARE of what the one-model server answered flat out in that
+# round; the latency target at 16 connections is read there (see measure_router).
+ROUTER_LOADS: dict[str, tuple[int, bool]] = {
+    "1 conn": (1, False),
+    "16 conn": (16, False),
+    "16 conn paced": (16, True),
+}
+PACED_SHARE = 0.6
+ROUTER_TARGET_LOADS = ("1 conn", "16 conn paced")
 ROUTER_MODES = {
     "off": ("off", 0),
     "canary0": ("canary", 0),
@@ -135,6 +161,10 @@ ROUTER_MODES = {
     "shadow": ("shadow", 100),
 }
 ROUTER_SETTINGS = tuple(ROUTER_MODES)
+# The batcher's wait (crispops.serving.batching): BentoML's own, and crispops' bound.
+UNBOUND_WAIT_MS = "1000000000"  # no bound a wait could reach
+BATCH_WAIT_LABELS = {"bentoml": "BentoML's own wait", "crispops": "crispops' bound"}
+
 ROUTER_LABELS = {
     "off": "one model (off)",
     "canary0": "canary 0%",
@@ -182,10 +212,13 @@ class Results:
     entity_http: dict[int, LoadResult] = field(default_factory=dict)
     entity_baseline: dict[int, Timing] = field(default_factory=dict)
     entity_record_errors: dict[int, int] = field(default_factory=dict)
-    router: dict[str, dict[int, list[LoadResult]]] = field(default_factory=dict)
+    # by setting, then load (ROUTER_LOADS), a run per round
+    router: dict[str, dict[str, list[LoadResult]]] = field(default_factory=dict)
     # the one-model runs, each loaded at the same time as the router run of that index
-    router_base: dict[str, dict[int, list[LoadResult]]] = field(default_factory=dict)
+    router_base: dict[str, dict[str, list[LoadResult]]] = field(default_factory=dict)
     router_inprocess: dict[str, Timing] = field(default_factory=dict)
+    # the batcher's wait: BentoML's own vs crispops' bound, each round 16 then 1 connection
+    batch_wait: dict[str, dict[int, list[LoadResult]]] = field(default_factory=dict)
     log_records: int | None = None  # prediction log records written by the crispops server
     answered: int = 0  # 2xx answers hey counted from the log server (probe, warm-up, runs)
     in_flight_max: int = 0  # requests hey may have left in flight at its deadlines
@@ -445,8 +478,8 @@ def measure_router(
         _load_pair(pair, body, max(CONCURRENCY), args.warmup, theirs)
         routed = ROUTER_SETTINGS[1:]
         for name in routed:
-            res.router[name] = {c: [] for c in CONCURRENCY}
-            res.router_base[name] = {c: [] for c in CONCURRENCY}
+            res.router[name] = {load: [] for load in ROUTER_LOADS}
+            res.router_base[name] = {load: [] for load in ROUTER_LOADS}
         for r in range(args.router_rounds):
             on, off = (1, 0) if r % 2 == 0 else (0, 1)
             configs[off].unlink(missing_ok=True)
@@ -454,16 +487,77 @@ def measure_router(
                 _write_route(configs[on], name, chall.url, champion.model_tag)
                 time.sleep(CHECK_EVERY_S + 0.3)  # the router looks at the file once a second
                 probe(pair[on], "/predict", body)
-                for c in CONCURRENCY:
+                flat_out = math.nan  # the one-model server's req/s at 16, this round
+                for load, (c, paced) in ROUTER_LOADS.items():
+                    rate = PACED_SHARE * flat_out if paced else None
                     quiet(args, log)
                     log.print(
                         f"  router round {r + 1}/{args.router_rounds}: {ROUTER_LABELS[name]} "
-                        f"beside one model, /predict at {c} connection(s) each, "
-                        f"{args.router_duration:g} s"
+                        f"beside one model, /predict at {c} connection(s) each"
+                        + (f", {rate:.0f} req/s in all" if rate else "")
+                        + f", {args.router_duration:g} s"
                     )
-                    got = _load_pair(pair, body, c, args.router_duration, theirs)
-                    res.router[name][c].append(got[on])
-                    res.router_base[name][c].append(got[off])
+                    got = _load_pair(pair, body, c, args.router_duration, theirs, rate)
+                    res.router[name][load].append(got[on])
+                    res.router_base[name][load].append(got[off])
+                    if not paced and c == max(CONCURRENCY):
+                        flat_out = got[off].rps
+
+
+def measure_batch_wait(
+    settings: Settings,
+    champion: Champion,
+    body: Path,
+    tmp: Path,
+    args: argparse.Namespace,
+    res: Results,
+    log: Console,
+) -> None:
+    """A burst, then one request at a time: BentoML's batcher with its own learned wait
+    and with crispops' bound (``serving.max_batch_wait_ms``), two servers on the same
+    core(s) loaded at the same time, each round 16 connections then 1, as traffic
+    after a burst. BentoML's wait is the mean queueing time of its last batches, so
+    after the burst it holds each lone request for about as long as requests queued in
+    it (crispops.serving.batching)."""
+    mine, theirs = router_cores(args)
+    pair = [
+        crispops_server(
+            settings,
+            champion,
+            tmp,
+            f"wait-{name}",
+            {
+                "CRISPOPS_MONITORING__PATH": str(tmp / f"wait-{name}-log"),
+                **({"CRISPOPS_SERVING__MAX_BATCH_WAIT_MS": UNBOUND_WAIT_MS} if i == 0 else {}),
+            },
+            True,
+            mine,
+        )
+        for i, name in enumerate(BATCH_WAIT_LABELS)
+    ]
+    with serving(pair[0]), serving(pair[1]):
+        res.ready_s["batch wait"] = time.monotonic() - pair[0].started
+        for server in pair:
+            probe(server, "/predict", body)
+        res.batch_wait = {name: {c: [] for c in CONCURRENCY} for name in BATCH_WAIT_LABELS}
+        for r in range(args.batch_rounds):
+            for c in sorted(CONCURRENCY, reverse=True):  # the burst first
+                if c == max(CONCURRENCY):  # right after it, the machine is not waited for
+                    quiet(args, log)
+                log.print(
+                    f"  batch wait round {r + 1}/{args.batch_rounds}: /predict at {c} "
+                    f"connection(s) on both, {args.router_duration:g} s"
+                )
+                got = _load_pair(pair, body, c, args.router_duration, theirs)
+                for name, run in zip(BATCH_WAIT_LABELS, got, strict=True):
+                    res.batch_wait[name][c].append(run)
+
+
+def batch_wait_figure(res: Results, name: str, c: int, metric: str) -> float:
+    runs = res.batch_wait.get(name, {}).get(c, [])
+    if metric == "errors":
+        return float(sum(r.errors for r in runs))
+    return _median([_figure(r, metric) for r in runs])
 
 
 def _write_route(path: Path, name: str, challenger_url: str, model_tag: str) -> None:
@@ -482,14 +576,22 @@ def _write_route(path: Path, name: str, challenger_url: str, model_tag: str) -> 
 
 
 def _load_pair(
-    servers: list[Server], body: Path, c: int, duration_s: float, cpus: str | None
+    servers: list[Server],
+    body: Path,
+    c: int,
+    duration_s: float,
+    cpus: str | None,
+    rate: float | None = None,
 ) -> list[LoadResult]:
-    """hey on each server at the same time (``c`` connections each)."""
+    """hey on each server at the same time (``c`` connections each; with ``rate``, each
+    connection sending at most that many requests a second)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(servers)) as pool:
         runs = [
-            pool.submit(run_hey, s.url + "/predict", body, c, duration_s, server=s, cpus=cpus)
+            pool.submit(
+                run_hey, s.url + "/predict", body, c, duration_s, server=s, cpus=cpus, rate=rate
+            )
             for s in servers
         ]
         out = [f.result() for f in runs]
@@ -556,10 +658,11 @@ def _median(values: list[float]) -> float:
     return clean[mid] if len(clean) % 2 else (clean[mid - 1] + clean[mid]) / 2
 
 
-def router_added(res: Results, name: str, c: int, metric: str) -> float:
+def router_added(res: Results, name: str, load: str, metric: str) -> float:
     """The median over rounds of (this setting's figure / the one-model run loaded at the
     same time - 1)."""
-    runs, offs = res.router.get(name, {}).get(c, []), res.router_base.get(name, {}).get(c, [])
+    runs = res.router.get(name, {}).get(load, [])
+    offs = res.router_base.get(name, {}).get(load, [])
     pairs = zip(runs, offs, strict=False)  # an interrupted run may end mid-round
     ratios = []
     for mine, base in pairs:
@@ -573,13 +676,13 @@ def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:+.1%}"
 
 
-def router_figure(res: Results, name: str, c: int, metric: str, base: bool = False) -> float:
+def router_figure(res: Results, name: str, load: str, metric: str, base: bool = False) -> float:
     """The median of a setting's runs; with ``base``, of the one-model runs beside them;
     ``off``: of every one-model run."""
     if name == "off":
-        runs = [r for by_c in res.router_base.values() for r in by_c.get(c, [])]
+        runs = [r for by_load in res.router_base.values() for r in by_load.get(load, [])]
     else:
-        runs = (res.router_base if base else res.router).get(name, {}).get(c, [])
+        runs = (res.router_base if base else res.router).get(name, {}).get(load, [])
     if metric == "errors":
         return float(sum(r.errors for r in runs))
     return _median([_figure(r, metric) for r in runs])
@@ -969,25 +1072,27 @@ def router_table(res: Results) -> Any:
         "(off), both on the same core(s); added = the median over rounds of each run against "
         "the one-model run beside it; canary 10%: a tenth of the requests answered by the "
         "challenger's server over HTTP; shadow: every request also sent to the challenger "
-        "after its answer",
+        "after its answer; 16 conn: flat out; 16 conn paced: each connection at a fixed "
+        f"rate, their starts spread, in all {PACED_SHARE:.0%} of the one-model server's "
+        "req/s flat out that round",
     )
     table.add_column("figure")
     for name in ROUTER_SETTINGS:
         table.add_column(ROUTER_LABELS[name], justify="right")
     for name in routed:
         table.add_column(f"added, {ROUTER_LABELS[name]}", justify="right", style="bold")
-    for c in CONCURRENCY:
+    for load in ROUTER_LOADS:
         for metric, label in (
             ("rps", "req/s"),
             ("p50", "p50 ms"),
             ("p99", "p99 ms"),
             ("cpu_us", "server CPU µs/req"),
         ):
-            cells = [router_figure(res, n, c, metric) for n in ROUTER_SETTINGS]
-            added = [_pct(router_added(res, n, c, metric)) for n in routed]
-            table.add_row(f"{label} @ {c} conn", *[_fmt(metric, x) for x in cells], *added)
-        errors = [str(int(router_figure(res, n, c, "errors"))) for n in ROUTER_SETTINGS]
-        table.add_row(f"errors @ {c} conn", *errors, *[""] * len(routed), end_section=True)
+            cells = [router_figure(res, n, load, metric) for n in ROUTER_SETTINGS]
+            added = [_pct(router_added(res, n, load, metric)) for n in routed]
+            table.add_row(f"{label} @ {load}", *[_fmt(metric, x) for x in cells], *added)
+        errors = [str(int(router_figure(res, n, load, "errors"))) for n in ROUTER_SETTINGS]
+        table.add_row(f"errors @ {load}", *errors, *[""] * len(routed), end_section=True)
     ip = res.router_inprocess
     if ip:
         off, zero, pred = ip["off"].p50_ms, ip["canary0"].p50_ms, ip["predict"].p50_ms
@@ -1003,6 +1108,36 @@ def router_table(res: Results) -> Any:
         table.add_row(
             "in process: predict 1 row ms", f"{pred:.3f}", *[""] * (len(ROUTER_SETTINGS) * 2 - 2)
         )
+    return table
+
+
+def batch_wait_table(res: Results) -> Any:
+    """BentoML's learned batch wait against crispops' bound, after a burst."""
+    from rich.table import Table
+
+    rounds = len(res.batch_wait["bentoml"][max(CONCURRENCY)])
+    table = Table(
+        title=f"The batcher's wait: single-record POST /predict, median of {rounds} rounds",
+        caption="two servers on the same core(s), loaded at the same time; each round "
+        f"{max(CONCURRENCY)} connections (a burst), then 1 right after it; BentoML's own "
+        "wait is the mean queueing time of its last 50 batches, refreshed every 5 s",
+    )
+    table.add_column("figure")
+    for label in BATCH_WAIT_LABELS.values():
+        table.add_column(label, justify="right")
+    table.add_column("bound / own", justify="right", style="bold")
+    for c in sorted(CONCURRENCY, reverse=True):
+        when = "the burst" if c == max(CONCURRENCY) else "right after"
+        for metric, label in (("rps", "req/s"), ("p50", "p50 ms"), ("cpu_us", "CPU µs/req")):
+            own, bound = (batch_wait_figure(res, n, c, metric) for n in BATCH_WAIT_LABELS)
+            table.add_row(
+                f"{label} @ {c} conn ({when})",
+                _fmt(metric, own),
+                _fmt(metric, bound),
+                _ratio(bound, own),
+            )
+        errors = [str(int(batch_wait_figure(res, n, c, "errors"))) for n in BATCH_WAIT_LABELS]
+        table.add_row(f"errors @ {c} conn", *errors, "", end_section=True)
     return table
 
 
@@ -1151,13 +1286,13 @@ def targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
 def router_targets(res: Results) -> list[tuple[str, str, str, bool | None]]:
     out: list[tuple[str, str, str, bool | None]] = []
     for name in ROUTER_SETTINGS[1:] if res.router else ():
-        for c in CONCURRENCY:
-            added = router_added(res, name, c, "p50")
-            mine = router_figure(res, name, c, "p50")
-            base = router_figure(res, name, c, "p50", base=True)
+        for load in ROUTER_TARGET_LOADS:
+            added = router_added(res, name, load, "p50")
+            mine = router_figure(res, name, load, "p50")
+            base = router_figure(res, name, load, "p50", base=True)
             out.append(
                 (
-                    f"/predict p50 @ {c} conn added by the router ({ROUTER_LABELS[name]})",
+                    f"/predict p50 @ {load} added by the router ({ROUTER_LABELS[name]})",
                     f"{_pct(added)} ({_ms(mine)} vs {_ms(base)} ms)",
                     f"<= {ROUTER_P50_ADDED:.0%}",
                     None if math.isnan(added) else added <= ROUTER_P50_ADDED,
@@ -1207,6 +1342,8 @@ def report(res: Results, console: Console) -> None:
         console.print(predict_table(res))
     if res.router:
         console.print(router_table(res))
+    if res.batch_wait:
+        console.print(batch_wait_table(res))
     if "crispops_nolog" in res.predict:
         console.print(log_table(res))
     if res.inprocess:
@@ -1225,7 +1362,11 @@ def to_json(res: Results) -> dict[str, Any]:
         for name, runs in res.predict.items()
     }
     data["router_inprocess"] = {k: asdict(v) for k, v in res.router_inprocess.items()}
-    for key, runs_by_name in (("router", res.router), ("router_base", res.router_base)):
+    for key, runs_by_name in (
+        ("router", res.router),
+        ("router_base", res.router_base),
+        ("batch_wait", res.batch_wait),
+    ):
         data[key] = {
             name: {str(c): [asdict(r) for r in runs] for c, runs in by_c.items()}
             for name, by_c in runs_by_name.items()
@@ -1279,6 +1420,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--router-only",
         action="store_true",
         help="measure only /predict through the router: off, canary 0%%, canary 10%%, shadow",
+    )
+    p.add_argument(
+        "--batch-only",
+        action="store_true",
+        help="measure only /predict after a burst, with BentoML's own batch wait and "
+        "with crispops' bound (serving.max_batch_wait_ms)",
+    )
+    p.add_argument(
+        "--batch-rounds",
+        type=int,
+        default=4,
+        help="rounds of a burst and what follows it, for the batcher's wait",
     )
     p.add_argument(
         "--router-rounds",
@@ -1361,6 +1514,12 @@ def run(args: argparse.Namespace, tmp: Path, log: Console) -> Results:
     contract, record, entities = sample_inputs(settings)
     body = write_body(tmp / "predict-1.json", [record])
 
+    if args.batch_only:
+        log.print("/predict after a burst: BentoML's batch wait and crispops' bound")
+        measure_batch_wait(settings, champion, body, tmp, args, res, log)
+        res.notes.append("--batch-only: the other rows skipped")
+        return res
+
     if args.router_only:
         log.print("/predict through the router (off, canary 0%, canary 10%, shadow)")
         measure_router(settings, champion, body, tmp, args, res, log)
@@ -1390,6 +1549,9 @@ def run(args: argparse.Namespace, tmp: Path, log: Console) -> Results:
 
     log.print("/predict through the router (off, canary 0%, canary 10%, shadow)")
     measure_router(settings, champion, body, tmp, args, res, log)
+
+    log.print("/predict after a burst: BentoML's batch wait and crispops' bound")
+    measure_batch_wait(settings, champion, body, tmp, args, res, log)
 
     if args.no_redis:
         res.notes.append("/predict_entity on Redis skipped (--no-redis)")

@@ -78,3 +78,12 @@ def test_a_negative_bound_is_refused_naming_the_key(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CRISPOPS_SERVING__MAX_BATCH_WAIT_MS", "-1")
     with pytest.raises(SettingsError, match=r"serving\.max_batch_wait_ms"):
         load_settings(ROOT)
+
+
+def test_a_bentoml_without_that_batcher_serves_on_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delattr(dispatcher, "Optimizer")
+    with caplog.at_level("WARNING", logger="crispops.serving"):
+        bound_batch_wait(0.0)
+    assert "max_batch_wait_ms not applied" in caplog.text

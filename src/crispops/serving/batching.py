@@ -18,16 +18,25 @@ batch is scored go together in the next one, whatever the bound.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger("crispops.serving")
 
 __all__ = ["bound_batch_wait"]
 
 
 def bound_batch_wait(ms: float) -> None:
-    """Cap the learned wait of every BentoML batcher in this process at ``ms``."""
-    from bentoml._internal.marshal import dispatcher
+    """Cap the learned wait of every BentoML batcher in this process at ``ms`` (a
+    warning, and BentoML's own wait, where this BentoML has no such batcher)."""
+    try:
+        from bentoml._internal.marshal import dispatcher
 
-    optimizer: Any = dispatcher.Optimizer
+        optimizer: Any = dispatcher.Optimizer
+        optimizer.trigger_refresh  # noqa: B018 - what the bound wraps
+    except (ImportError, AttributeError) as exc:
+        log.warning("serving.max_batch_wait_ms not applied: this BentoML differs (%s)", exc)
+        return
     refresh = optimizer.__dict__.get("_crispops_refresh", optimizer.trigger_refresh)
     cap = ms / 1000.0
 

@@ -147,6 +147,28 @@ def wait_quiet(limit_pct: float, max_wait_s: float) -> float:
     return busy
 
 
+def hey_argv(
+    url: str, body: Path, duration_s: float, timeout_s: float, cpus: str | None, *extra: str
+) -> list[str]:
+    """hey POSTing ``body`` as JSON to ``url`` for ``duration_s`` seconds, with ``extra``."""
+    return [
+        *pinned(cpus),
+        hey_binary(),
+        "-z",
+        f"{duration_s:g}s",
+        *extra,
+        "-t",
+        f"{timeout_s:g}",
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-D",
+        str(body),
+        url,
+    ]
+
+
 def run_hey(
     url: str,
     body: Path,
@@ -166,23 +188,7 @@ def run_hey(
     """
     if rate:
         return run_paced(url, body, concurrency, duration_s, rate, timeout_s, server, cpus)
-    argv = [
-        *pinned(cpus),
-        hey_binary(),
-        "-z",
-        f"{duration_s:g}s",
-        "-c",
-        str(concurrency),
-        "-t",
-        f"{timeout_s:g}",
-        "-m",
-        "POST",
-        "-T",
-        "application/json",
-        "-D",
-        str(body),
-        url,
-    ]
+    argv = hey_argv(url, body, duration_s, timeout_s, cpus, "-c", str(concurrency))
     busy0, (self0, kids0) = _busy_seconds(), _own_seconds()
     server0 = server.cpu_seconds() if server else 0.0
     started = time.monotonic()
@@ -229,27 +235,9 @@ def run_paced(
     import numpy as np
 
     every = concurrency / rate
-    argv = [
-        *pinned(cpus),
-        hey_binary(),
-        "-z",
-        f"{duration_s:g}s",
-        "-c",
-        "1",
-        "-q",
-        f"{1 / every:.4f}",
-        "-t",
-        f"{timeout_s:g}",
-        "-m",
-        "POST",
-        "-T",
-        "application/json",
-        "-D",
-        str(body),
-        "-o",
-        "csv",
-        url,
-    ]
+    argv = hey_argv(
+        url, body, duration_s, timeout_s, cpus, "-c", "1", "-q", f"{1 / every:.4f}", "-o", "csv"
+    )
     server0 = server.cpu_seconds() if server else 0.0
     started = time.monotonic()
     procs = []

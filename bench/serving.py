@@ -1350,7 +1350,8 @@ def report(res: Results, console: Console) -> None:
         console.print(inprocess_table(res))
     if res.entity_http or res.entity_baseline:
         console.print(entity_table(res))
-    console.print(targets_table(res))
+    if targets(res):  # --batch-only has none
+        console.print(targets_table(res))
     for note in [*res.notes, *noise_notes(res)]:
         console.print(f"[yellow]note:[/] {note}")
 

@@ -80,6 +80,18 @@ def test_predict_answers_with_class_probabilities_and_tag(
     assert {**out[0], "request_id": None} == {**out[1], "request_id": None}
 
 
+def test_the_service_bounds_the_batchers_learned_wait(client: Any) -> None:
+    """make_service applies serving.max_batch_wait_ms (0 by default) to BentoML's
+    batcher: after a burst whose batches queued 20 ms, it holds no lone request."""
+    from bentoml._internal.marshal import dispatcher
+
+    opt = dispatcher.Optimizer(max_latency=0.5)
+    for _ in range(20):
+        opt.log_outbound(n=16, wait=0.020, duration=0.004)
+    opt.trigger_refresh()
+    assert opt.wait == 0.0
+
+
 def test_predict_entity_reads_online_features(client: Any, known_entity: int) -> None:
     body = {
         "records": [

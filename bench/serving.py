@@ -59,7 +59,7 @@ What the rows mean:
    (``--router-cpus``: the challenger and hey on the other, as on a cluster where each
    model has its own pod and the clients are elsewhere), each with its own hey: at 1
    connection, at 16 flat out, and at 16 paced (16 connections, each sending at a fixed
-   rate with their starts spread, in all 40% of what the one-model server answered
+   rate with their starts spread, in all 20% of what the one-model server answered
    flat out in that round: ``bench._util.run_paced``). The latency
    target at 16 connections is read paced: flat out, a closed loop keeps 16 requests
    in flight whatever answers them, so in a canary the ones the challenger answered
@@ -152,10 +152,12 @@ ROUTER_LOADS: dict[str, tuple[int, bool]] = {
     "16 conn": (16, False),
     "16 conn paced": (16, True),
 }
-# 40%: at 60% the paced runs kept core 0 about 97% busy (with small batches a request
-# costs more CPU than flat out, 1.5-1.6 ms against 0.9-1.0), queueing amplified every
-# difference, and the same code read +3.2% and +5.1% in two runs.
-PACED_SHARE = 0.4
+# 20%: with small batches a request costs more CPU than flat out (1.5-2.9 ms against
+# 0.9-1.0 on 2026-12-04), so at 60% and at 40% of the flat-out rate core 0 stayed
+# 92-97% busy. At every share tried, 4 s runs left canary 0% (the same code as off)
+# reading up to +4.6-5.1%: a few hundred answers spread by queueing do not pin a
+# median to 5%, hence --router-paced-duration.
+PACED_SHARE = 0.2
 ROUTER_TARGET_LOADS = ("1 conn", "16 conn paced")
 ROUTER_MODES = {
     "off": ("off", 0),
@@ -493,14 +495,15 @@ def measure_router(
                 flat_out = math.nan  # the one-model server's req/s at 16, this round
                 for load, (c, paced) in ROUTER_LOADS.items():
                     rate = PACED_SHARE * flat_out if paced else None
+                    seconds = args.router_paced_duration if paced else args.router_duration
                     quiet(args, log)
                     log.print(
                         f"  router round {r + 1}/{args.router_rounds}: {ROUTER_LABELS[name]} "
                         f"beside one model, /predict at {c} connection(s) each"
                         + (f", {rate:.0f} req/s in all" if rate else "")
-                        + f", {args.router_duration:g} s"
+                        + f", {seconds:g} s"
                     )
-                    got = _load_pair(pair, body, c, args.router_duration, theirs, rate)
+                    got = _load_pair(pair, body, c, seconds, theirs, rate)
                     res.router[name][load].append(got[on])
                     res.router_base[name][load].append(got[off])
                     if not paced and c == max(CONCURRENCY):
@@ -586,8 +589,8 @@ def _load_pair(
     cpus: str | None,
     rate: float | None = None,
 ) -> list[LoadResult]:
-    """hey on each server at the same time (``c`` connections each; with ``rate``, each
-    connection sending at most that many requests a second)."""
+    """hey on each server at the same time (``c`` connections each; with ``rate``,
+    paced: that many requests a second to each server in all, ``run_paced``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(servers)) as pool:
@@ -1435,7 +1438,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--batch-rounds",
         type=int,
         default=4,
-        help="rounds of a burst and what follows it, for the batcher's wait",
+        help="rounds of a burst and what follows it, for the batcher's wait (each run "
+        "--router-duration seconds)",
     )
     p.add_argument(
         "--router-rounds",
@@ -1449,6 +1453,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=4.0,
         help="seconds of load per router figure and round",
+    )
+    p.add_argument(
+        "--router-paced-duration",
+        type=float,
+        default=12.0,
+        help="seconds of the paced runs (fewer requests a second: their p50 needs more "
+        "answers to settle)",
     )
     p.add_argument(
         "--router-cpus",
@@ -1476,7 +1487,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0:
         p.error("--duration must be positive and --warmup not negative")
-    if args.router_duration <= 0 or args.router_rounds < 1:
+    if args.router_duration <= 0 or args.router_paced_duration <= 0 or args.router_rounds < 1:
         p.error("--router-duration must be positive and --router-rounds at least 1")
     if args.router_cpus not in ("", "none"):
         mine, slash, theirs = args.router_cpus.partition("/")

@@ -1488,7 +1488,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.duration <= 0 or args.warmup < 0:
         p.error("--duration must be positive and --warmup not negative")
     if args.router_duration <= 0 or args.router_paced_duration <= 0 or args.router_rounds < 1:
-        p.error("--router-duration must be positive and --router-rounds at least 1")
+        p.error(
+            "--router-duration and --router-paced-duration must be positive and "
+            "--router-rounds at least 1"
+        )
     if args.router_cpus not in ("", "none"):
         mine, slash, theirs = args.router_cpus.partition("/")
         if not (slash and mine and theirs):

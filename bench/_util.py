@@ -177,17 +177,13 @@ def run_hey(
     timeout_s: float = 10.0,
     server: Server | None = None,
     cpus: str | None = None,
-    rate: float | None = None,
 ) -> LoadResult:
     """POST ``body`` to ``url`` from ``concurrency`` connections for ``duration_s`` seconds.
 
     With ``server``, also account the CPU time of the run: the server's, hey's, and
     the rest of the machine's (other processes: noise in the figures). With ``cpus``
-    (taskset's list, "1"), hey runs on those cores only. With ``rate``, paced
-    (:func:`run_paced`): ``rate`` requests a second in all.
+    (taskset's list, "1"), hey runs on those cores only.
     """
-    if rate:
-        return run_paced(url, body, concurrency, duration_s, rate, timeout_s, server, cpus)
     argv = hey_argv(url, body, duration_s, timeout_s, cpus, "-c", str(concurrency))
     busy0, (self0, kids0) = _busy_seconds(), _own_seconds()
     server0 = server.cpu_seconds() if server else 0.0
@@ -227,22 +223,20 @@ def run_paced(
     cpus: str | None = None,
 ) -> LoadResult:
     """``rate`` requests a second in all, from ``concurrency`` connections that each
-    send one every ``concurrency / rate`` seconds, their starts spread over that
-    interval: traffic below the server's capacity, as it arrives on a cluster. One
+    send ``rate / concurrency`` a second, the k-th starting ``k / rate`` seconds after
+    the first: traffic below the server's capacity, as it arrives on a cluster. One
     ``hey -c 1 -q`` per connection: hey's own ``-q`` with ``-c 16`` ticks its workers
     together, so the requests came in bursts of 16 and queued behind each other. The
     latencies are each answer's, from hey's CSV output."""
     import numpy as np
 
-    every = concurrency / rate
-    argv = hey_argv(
-        url, body, duration_s, timeout_s, cpus, "-c", "1", "-q", f"{1 / every:.4f}", "-o", "csv"
-    )
+    each = f"{rate / concurrency:.4f}"
+    argv = hey_argv(url, body, duration_s, timeout_s, cpus, "-c", "1", "-q", each, "-o", "csv")
     server0 = server.cpu_seconds() if server else 0.0
     started = time.monotonic()
     procs = []
     for k in range(concurrency):
-        time.sleep(max(0.0, started + k * every / concurrency - time.monotonic()))
+        time.sleep(max(0.0, started + k / rate - time.monotonic()))
         procs.append(
             subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL

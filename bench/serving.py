@@ -118,6 +118,7 @@ from bench._util import (
     interrupt_on_signals,
     pinned,
     run_hey,
+    run_paced,
     time_calls,
     wait_quiet,
 )
@@ -593,13 +594,14 @@ def _load_pair(
     paced: that many requests a second to each server in all, ``run_paced``)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def load(s: Server) -> LoadResult:
+        url = s.url + "/predict"
+        if rate:
+            return run_paced(url, body, c, duration_s, rate, server=s, cpus=cpus)
+        return run_hey(url, body, c, duration_s, server=s, cpus=cpus)
+
     with ThreadPoolExecutor(len(servers)) as pool:
-        runs = [
-            pool.submit(
-                run_hey, s.url + "/predict", body, c, duration_s, server=s, cpus=cpus, rate=rate
-            )
-            for s in servers
-        ]
+        runs = [pool.submit(load, s) for s in servers]
         out = [f.result() for f in runs]
     for r in out:  # the machine-wide shares cannot be told apart between two heys
         r.hey_cpu_pct = r.other_cpu_pct = math.nan

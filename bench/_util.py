@@ -16,6 +16,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -213,56 +214,70 @@ def run_hey(
 
 
 def run_paced(
-    url: str,
+    servers: list[Server],
+    path: str,
     body: Path,
     concurrency: int,
     duration_s: float,
     rate: float,
-    timeout_s: float = 10.0,
-    server: Server | None = None,
     cpus: str | None = None,
-) -> LoadResult:
-    """``rate`` requests a second in all, from ``concurrency`` connections that each
-    send ``rate / concurrency`` a second, the k-th starting ``k / rate`` seconds after
-    the first: traffic below the server's capacity, as it arrives on a cluster. One
-    ``hey -c 1 -q`` per connection: hey's own ``-q`` with ``-c 16`` ticks its workers
-    together, so the requests came in bursts of 16 and queued behind each other. The
-    latencies are each answer's, from hey's CSV output."""
+) -> list[LoadResult]:
+    """Each server loaded at the same time, ``rate`` requests a second on average
+    arriving at random (``bench.openloop``: open loop, a Poisson process of its own
+    for each server) over at most ``concurrency`` connections: traffic below the
+    servers' capacity, as it arrives on a cluster. Latencies are counted from when each
+    request was due."""
+    import json
+
     import numpy as np
 
-    each = f"{rate / concurrency:.4f}"
-    argv = hey_argv(url, body, duration_s, timeout_s, cpus, "-c", "1", "-q", each, "-o", "csv")
-    server0 = server.cpu_seconds() if server else 0.0
+    urls = [s.url + path for s in servers]
+    argv = [
+        *pinned(cpus),
+        sys.executable,
+        "-m",
+        "bench.openloop",
+        "--rate",
+        f"{rate:.4f}",
+        "--duration",
+        f"{duration_s:g}",
+        "--connections",
+        str(concurrency),
+        "--body",
+        str(body),
+        "--seed",
+        str(time.monotonic_ns() % 1_000_000),
+        *urls,
+    ]
+    before = [s.cpu_seconds() for s in servers]
     started = time.monotonic()
-    procs = []
-    for k in range(concurrency):
-        time.sleep(max(0.0, started + k / rate - time.monotonic()))
-        procs.append(
-            subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
-            )
-        )
-    latencies: list[float] = []
-    out = LoadResult(concurrency=concurrency, duration_s=duration_s)
-    for proc in procs:
-        text, err = proc.communicate(timeout=duration_s + timeout_s + 30)
-        if proc.returncode != 0:
-            raise RuntimeError(f"hey failed ({proc.returncode}): {err.decode()[-2000:]}")
-        for line in text.decode().splitlines()[1:]:  # response-time,...,status-code,offset
-            cols = line.split(",")
-            if len(cols) < 8:
-                continue
-            code = int(cols[6])
-            out.status[code] = out.status.get(code, 0) + 1
-            latencies.append(float(cols[0]) * 1000)
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     wall = time.monotonic() - started
-    out.requests = len(latencies)
-    out.rps = out.requests / duration_s
-    if latencies:
-        out.p50_ms, out.p99_ms = (float(x) for x in np.percentile(latencies, [50, 99]))
-    if server is not None:
-        out.server_cpu_s = server.cpu_seconds() - server0
-        out.server_cpu_pct = out.server_cpu_s / (wall * (os.cpu_count() or 1) / 100)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.openloop failed ({done.returncode}): {done.stderr[-2000:]}")
+    answers = json.loads(done.stdout)
+    out = []
+    for server, url, cpu0 in zip(servers, urls, before, strict=True):
+        got = answers[url]
+        r = LoadResult(concurrency=concurrency, duration_s=duration_s)
+        r.status = {int(k): v for k, v in got["status"].items()}
+        r.transport_errors = dict(got["errors"])
+        latencies = got["latencies_ms"]
+        r.requests = len(latencies)
+        r.rps = r.requests / duration_s
+        if latencies:
+            r.p50_ms, r.p99_ms = (float(x) for x in np.percentile(latencies, [50, 99]))
+        r.server_cpu_s = server.cpu_seconds() - cpu0
+        r.server_cpu_pct = r.server_cpu_s / (wall * (os.cpu_count() or 1) / 100)
+        out.append(r)
     return out
 
 

@@ -56,11 +56,12 @@ What the rows mean:
    request id, answered by the challenger over HTTP) and ``shadow`` (every record also
    sent to the challenger after its answer) - is loaded at the same time as one model
    (``off``, no settings file) on the other server, both servers on the same core
-   (``--router-cpus``: the challenger and hey on the other, as on a cluster where each
-   model has its own pod and the clients are elsewhere), each with its own hey: at 1
-   connection, at 16 flat out, and at 16 paced (16 connections, each sending at a fixed
-   rate with their starts spread, in all 20% of what the one-model server answered
-   flat out in that round: ``bench._util.run_paced``). The latency
+   (``--router-cpus``: the challenger and the load on the other, as on a cluster where each
+   model has its own pod and the clients are elsewhere), loaded: at 1
+   connection, at 16 flat out, and at 16 paced (requests arriving at random, a
+   Poisson process for each server, on average 20% of what the one-model server
+   answered flat out in that round, over at most 16 connections: ``bench.openloop``,
+   one process loading both servers). The latency
    target at 16 connections is read paced: flat out, a closed loop keeps 16 requests
    in flight whatever answers them, so in a canary the ones the challenger answered
    come straight back to queue at the champion, which then holds nearly all 16 while
@@ -145,9 +146,10 @@ LOG_P50_ADDED_MS = 1.0
 
 # Target (issue 14): what the router's decision may add to /predict's p50.
 ROUTER_P50_ADDED = 0.05
-# The router's loads: (connections, paced). Paced: each connection sends at a fixed
-# rate, together PACED_SHARE of what the one-model server answered flat out in that
-# round; the latency target at 16 connections is read there (see measure_router).
+# The router's loads: (connections, paced). Paced: requests arrive at random, on
+# average PACED_SHARE of what the one-model server answered flat out in that round,
+# over at most that many connections; the latency target at 16 connections is read
+# there (see measure_router).
 ROUTER_LOADS: dict[str, tuple[int, bool]] = {
     "1 conn": (1, False),
     "16 conn": (16, False),
@@ -155,9 +157,8 @@ ROUTER_LOADS: dict[str, tuple[int, bool]] = {
 }
 # 20%: with small batches a request costs more CPU than flat out (1.5-2.9 ms against
 # 0.9-1.0 on 2026-12-04), so at 60% and at 40% of the flat-out rate core 0 stayed
-# 92-97% busy. At every share tried, 4 s runs left canary 0% (the same code as off)
-# reading up to +4.6-5.1%: a few hundred answers spread by queueing do not pin a
-# median to 5%, hence --router-paced-duration.
+# 92-97% busy. Arrivals at a fixed rate (hey -q) left canary 0% (the same code as
+# off) reading -17.6% to +32.8% in single rounds: bench.openloop says why.
 PACED_SHARE = 0.2
 ROUTER_TARGET_LOADS = ("1 conn", "16 conn paced")
 ROUTER_MODES = {
@@ -590,20 +591,21 @@ def _load_pair(
     cpus: str | None,
     rate: float | None = None,
 ) -> list[LoadResult]:
-    """hey on each server at the same time (``c`` connections each; with ``rate``,
-    paced: that many requests a second to each server in all, ``run_paced``)."""
+    """Each server loaded at the same time: flat out, a hey of its own with ``c``
+    connections; with ``rate``, paced (that many requests a second to each on average,
+    arriving at random over at most ``c`` connections: ``run_paced``)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def load(s: Server) -> LoadResult:
-        url = s.url + "/predict"
-        if rate:
-            return run_paced(url, body, c, duration_s, rate, server=s, cpus=cpus)
-        return run_hey(url, body, c, duration_s, server=s, cpus=cpus)
-
-    with ThreadPoolExecutor(len(servers)) as pool:
-        runs = [pool.submit(load, s) for s in servers]
-        out = [f.result() for f in runs]
-    for r in out:  # the machine-wide shares cannot be told apart between two heys
+    if rate:
+        out = run_paced(servers, "/predict", body, c, duration_s, rate, cpus)
+    else:
+        with ThreadPoolExecutor(len(servers)) as pool:
+            runs = [
+                pool.submit(run_hey, s.url + "/predict", body, c, duration_s, server=s, cpus=cpus)
+                for s in servers
+            ]
+            out = [f.result() for f in runs]
+    for r in out:  # the machine-wide shares cannot be told apart between two loads
         r.hey_cpu_pct = r.other_cpu_pct = math.nan
     return out
 
@@ -1080,9 +1082,9 @@ def router_table(res: Results) -> Any:
         "(off), both on the same core(s); added = the median over rounds of each run against "
         "the one-model run beside it; canary 10%: a tenth of the requests answered by the "
         "challenger's server over HTTP; shadow: every request also sent to the challenger "
-        "after its answer; 16 conn: flat out; 16 conn paced: each connection at a fixed "
-        f"rate, their starts spread, in all {PACED_SHARE:.0%} of the one-model server's "
-        "req/s flat out that round",
+        "after its answer; 16 conn: flat out; 16 conn paced: requests arriving at random, "
+        f"on average {PACED_SHARE:.0%} of the one-model server's req/s flat out that "
+        "round, over at most 16 connections",
     )
     table.add_column("figure")
     for name in ROUTER_SETTINGS:

@@ -12,9 +12,10 @@ status codes.
 Why not ``hey -q``: it sends at a fixed rate, so two servers loaded at the same
 time on one core meet each other's requests at the same offsets for a whole run;
 which server's requests land just behind the other's is settled by the phase the
-runs happened to start with, and a run's median moved by up to 30% with it
-(2026-12-05). Random arrivals sweep every offset within a run. One process loads
-all URLs, so its own scheduling delays fall on each alike.
+runs happened to start with: a round's median moved by -18% to +33% with it
+(2026-12-05, the same code on both servers). Random arrivals sweep every offset
+within a run. One process loads all URLs, so its own scheduling delays fall on each
+alike.
 """
 
 from __future__ import annotations

@@ -56,12 +56,12 @@ What the rows mean:
    request id, answered by the challenger over HTTP) and ``shadow`` (every record also
    sent to the challenger after its answer) - is loaded at the same time as one model
    (``off``, no settings file) on the other server, both servers on the same core
-   (``--router-cpus``: the challenger and the load on the other, as on a cluster where each
-   model has its own pod and the clients are elsewhere), loaded: at 1
-   connection, at 16 flat out, and at 16 paced (requests arriving at random, a
-   Poisson process for each server, on average 20% of what the one-model server
-   answered flat out in that round, over at most 16 connections: ``bench.openloop``,
-   one process loading both servers). The latency
+   (``--router-cpus``: the challenger and the load generators on the other, as on a
+   cluster where each model has its own pod and the clients are elsewhere). Three
+   loads: 1 connection and 16 flat out (a hey for each server), and 16 paced
+   (requests arriving at random, a Poisson process for each server, on average 20%
+   of what the one-model server answered flat out in that round, over at most 16
+   connections: ``bench.openloop``, one process loading both servers). The latency
    target at 16 connections is read paced: flat out, a closed loop keeps 16 requests
    in flight whatever answers them, so in a canary the ones the challenger answered
    come straight back to queue at the champion, which then holds nearly all 16 while
